@@ -1,0 +1,211 @@
+"""The typed messages that travel along the edges of the application graph.
+
+Every edge carries a `Batch` of one stage's per-study items plus the outcomes of studies that
+already ended (failed, or had nothing to analyse), so a failing study never stops the others and
+the final writer can account for every study of the run.
+
+The attribute names of the DICOM-derived types follow the MONAI Deploy SDK's domain types
+(`DICOMStudy`, `DICOMSeries`, `SelectedSeries`) so that SDK selection rules apply unchanged. We do
+not use those classes themselves: importing `monai.deploy.core.domain` pulls in MONAI core and torch
+(about 9.5 s and 1 GB resident on the reference CPU), which would dominate a cold MAP run.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Generic, TypeVar
+
+import numpy as np
+from pydicom.dataset import Dataset
+
+from operators.tasks import ZeroShotTask
+
+T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------- loading
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    """A file in the input folder that is not analysable, and why (logged once, never modified)."""
+
+    path: Path
+    reason: str
+
+
+@dataclass(frozen=True)
+class InstanceFile:
+    """One DICOM instance on disk whose header has been read; pixel data is read only if selected."""
+
+    path: Path
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax_uid: str
+    instance_number: int | None = None
+    number_of_frames: int = 1
+    slice_position: float | None = None
+
+
+@dataclass
+class SeriesHeader:
+    """A series of the input: the header of its first instance (no pixels) and all its instances.
+
+    Selection rules are evaluated against `header` by DICOM keyword, which covers every attribute
+    the SDK's `DICOMSeries`/`DICOMStudy` properties expose and the instance-level ones it falls
+    back to (ImageType, PhotometricInterpretation, ...).
+    """
+
+    series_instance_uid: str
+    header: Dataset
+    instances: list[InstanceFile] = field(default_factory=list)
+
+    @property
+    def modality(self) -> str:
+        return str(self.header.get("Modality", "") or "")
+
+
+@dataclass
+class StudyHeader:
+    """A study of the input. `ref` is the salted, shortened study identifier used in every log line."""
+
+    study_instance_uid: str
+    ref: str
+    header: Dataset
+    series: list[SeriesHeader] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- outcomes
+
+
+class OutcomeStatus(str, enum.Enum):
+    REPORTED = "reported"
+    NOTHING_SELECTED = "nothing_selected"
+    FAILED = "failed"
+
+
+@dataclass
+class StudyOutcome:
+    """How one study of the run ended; the run's exit code is non-zero if any study FAILED."""
+
+    study_ref: str
+    status: OutcomeStatus
+    reason: str = ""
+    stage: str = ""
+    outputs: list[Path] = field(default_factory=list)
+    summary: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Batch(Generic[T]):
+    """The studies of one run at one stage of the graph, plus those that already ended."""
+
+    items: list[T] = field(default_factory=list)
+    ended: list[StudyOutcome] = field(default_factory=list)
+    skipped_files: list[SkippedFile] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- selection
+
+
+@dataclass
+class SelectedSeries:
+    """A series picked by a named selection rule (SDK: `SelectedSeries.selection_name`)."""
+
+    selection_name: str
+    series: SeriesHeader
+
+
+@dataclass
+class StudySelection:
+    study: StudyHeader
+    selected: list[SelectedSeries] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- preprocessing
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """Which instance (and frame, 1-based, for multi-frame objects) an analysed image came from."""
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    frame: int | None = None
+
+
+@dataclass
+class PreparedSeries:
+    """Model-ready images of one selected series.
+
+    `tensors` is (N, 3, 224, 224) float32 normalised with the model's mean/std; `sources[i]` is
+    the provenance of `tensors[i]`; `method` says in words how the pixels were prepared (it is
+    written into the report so a reader knows what the model saw).
+    """
+
+    selection: SelectedSeries
+    tensors: np.ndarray
+    sources: list[ImageSource]
+    method: str
+
+
+@dataclass
+class PreparedStudy:
+    study: StudyHeader
+    series: list[PreparedSeries] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- inference
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """What the report says about the model: name, version, weights hash and trust status."""
+
+    name: str
+    version: str
+    sha256: str
+    status: str
+    source: str = ""
+
+    @property
+    def untrained(self) -> bool:
+        return self.status == "untrained"
+
+
+@dataclass
+class ImageFindings:
+    """Zero-shot result for one image: label probabilities (task label order) and its embedding."""
+
+    source: ImageSource
+    probabilities: np.ndarray
+    embedding: np.ndarray
+
+
+@dataclass
+class SeriesAnalysis:
+    """Zero-shot result for one selected series; `probabilities` is the mean over its images."""
+
+    selection: SelectedSeries
+    task: ZeroShotTask
+    images: list[ImageFindings]
+    probabilities: np.ndarray
+    preprocessing: str
+
+    @property
+    def top_label(self) -> str:
+        return self.task.labels[int(np.argmax(self.probabilities))].name
+
+    @property
+    def top_probability(self) -> float:
+        return float(np.max(self.probabilities))
+
+
+@dataclass
+class StudyAnalysis:
+    study: StudyHeader
+    series: list[SeriesAnalysis]
+    model: ModelIdentity
+    backend: str
