@@ -1,0 +1,135 @@
+"""Where a MAP run reads, writes and finds its models, resolved the way MAP hosts expect.
+
+The MONAI Deploy SDK's `AppContext` conventions are followed exactly: command-line flags
+(`-i/-o/-m/-w`) override the `HOLOSCAN_INPUT_PATH`, `HOLOSCAN_OUTPUT_PATH`, `HOLOSCAN_MODEL_PATH`
+and `HOLOSCAN_WORKDIR` environment variables, which override the defaults `input`, `output` and
+`models`. We resolve them here instead of calling `monai.deploy.core.init_app_context` because
+importing `monai.deploy.core` imports MONAI core and torch (about 9.5 s and 1 GB resident on the
+reference CPU) before the first study is even read.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CONFIG_DIR = Path(__file__).resolve().parent / "config"
+
+ENV_INPUT = "HOLOSCAN_INPUT_PATH"
+ENV_OUTPUT = "HOLOSCAN_OUTPUT_PATH"
+ENV_MODELS = "HOLOSCAN_MODEL_PATH"
+ENV_WORKDIR = "HOLOSCAN_WORKDIR"
+ENV_ALLOW_UNTRAINED = "BIOMEDCLIP_MAP_ALLOW_UNTRAINED"
+ENV_BACKEND = "BIOMEDCLIP_MAP_BACKEND"
+ENV_UID_SALT = "BIOMEDCLIP_MAP_UID_SALT"
+ENV_RESULTS_JSON = "BIOMEDCLIP_MAP_RESULTS_JSON_DIR"
+
+BACKEND_CHOICES = ("auto", "onnxruntime", "pytorch")
+
+
+class SettingsError(ValueError):
+    """A run setting is unusable; the message names the flag or environment variable to fix."""
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Everything one MAP run needs to know before the graph starts."""
+
+    input_path: Path
+    output_path: Path
+    models_path: Path
+    work_dir: Path
+    allow_untrained: bool = False
+    backend: str = "auto"
+    selection_rules: Path = CONFIG_DIR / "selection_rules.json"
+    tasks: Path = CONFIG_DIR / "zero_shot_tasks.yaml"
+    preprocessing: Path = CONFIG_DIR / "preprocessing.yaml"
+    results_json_dir: Path | None = None
+    uid_salt: str = "biomedclip-map"
+    batch_size: int = 16
+    extra: dict = field(default_factory=dict)
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _pick(flag_value: str | os.PathLike | None, env_name: str, default: str) -> tuple[Path, str]:
+    """The path a setting resolves to and where it came from (for error messages)."""
+    if flag_value:
+        return Path(flag_value), "the command-line flag"
+    if os.environ.get(env_name):
+        return Path(os.environ[env_name]), f"{env_name}"
+    return Path(default), f"the default ({default!r}, relative to the current folder)"
+
+
+def resolve_run_settings(
+    *,
+    input_path: str | os.PathLike | None = None,
+    output_path: str | os.PathLike | None = None,
+    models_path: str | os.PathLike | None = None,
+    work_dir: str | os.PathLike | None = None,
+    allow_untrained: bool = False,
+    backend: str | None = None,
+    results_json_dir: str | os.PathLike | None = None,
+    selection_rules: str | os.PathLike | None = None,
+    tasks: str | os.PathLike | None = None,
+) -> RunSettings:
+    """Resolve flags, then environment, then defaults; check each path is usable for its role.
+
+    Raises `SettingsError` naming the flag or variable when the input does not exist, the output
+    folder cannot be created or written, or the models path does not exist.
+    """
+    inp, inp_from = _pick(input_path, ENV_INPUT, "input")
+    out, out_from = _pick(output_path, ENV_OUTPUT, "output")
+    mdl, mdl_from = _pick(models_path, ENV_MODELS, "models")
+
+    if not inp.exists():
+        raise SettingsError(f"input folder {inp} (from {inp_from}, -i/--input) does not exist")
+    if not os.access(inp, os.R_OK | (os.X_OK if inp.is_dir() else 0)):
+        raise SettingsError(f"input folder {inp} (from {inp_from}, -i/--input) is not readable")
+    if not mdl.exists():
+        raise SettingsError(
+            f"model folder {mdl} (from {mdl_from}, -m/--model) does not exist; it must hold the model "
+            "directory 'biomedclip/' (see 'python -m models fetch biomedclip DIR')"
+        )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SettingsError(
+            f"output folder {out} (from {out_from}, -o/--output) cannot be created: {exc.strerror}"
+        ) from exc
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise SettingsError(f"output folder {out} (from {out_from}, -o/--output) is not writable")
+
+    wd_value = work_dir or os.environ.get(ENV_WORKDIR)
+    if wd_value:
+        wd = Path(wd_value)
+        try:
+            wd.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SettingsError(f"work folder {wd} (-w/--workdir or {ENV_WORKDIR}) cannot be created: {exc.strerror}") from exc
+    else:
+        wd = Path(tempfile.gettempdir()) / "biomedclip-map-work"
+        wd.mkdir(parents=True, exist_ok=True)
+
+    chosen_backend = (backend or os.environ.get(ENV_BACKEND) or "auto").strip().lower()
+    if chosen_backend not in BACKEND_CHOICES:
+        raise SettingsError(
+            f"backend {chosen_backend!r} (--backend or {ENV_BACKEND}) is not one of {', '.join(BACKEND_CHOICES)}"
+        )
+    json_dir = results_json_dir or os.environ.get(ENV_RESULTS_JSON)
+    return RunSettings(
+        input_path=inp,
+        output_path=out,
+        models_path=mdl,
+        work_dir=wd,
+        allow_untrained=allow_untrained or _truthy(os.environ.get(ENV_ALLOW_UNTRAINED)),
+        backend=chosen_backend,
+        results_json_dir=Path(json_dir) if json_dir else None,
+        uid_salt=os.environ.get(ENV_UID_SALT, "biomedclip-map"),
+        selection_rules=Path(selection_rules) if selection_rules else CONFIG_DIR / "selection_rules.json",
+        tasks=Path(tasks) if tasks else CONFIG_DIR / "zero_shot_tasks.yaml",
+    )

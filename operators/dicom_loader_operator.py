@@ -1,0 +1,47 @@
+"""DICOMLoader: finds the studies in the input folder, reading headers only."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from holoscan.core import Operator, OperatorSpec
+
+from operators.dicom_scan import scan_input
+from operators.messages import Batch
+
+logger = logging.getLogger("biomedclip_map.loader")
+
+
+class DICOMLoaderOperator(Operator):
+    """Source of the graph: emits a `Batch[StudyHeader]` of every study found under `input_path`.
+
+    Replaces the SDK's DICOMDataLoaderOperator, which reads every file of the input in full (pixel
+    data included) before any selection; `bench/loader.py` measures the difference.
+    Files that cannot be analysed are skipped with one log line each and listed in the batch.
+    """
+
+    def __init__(self, fragment, *args, input_path: Path, uid_salt: str, **kwargs):
+        self.input_path = Path(input_path)
+        self.uid_salt = uid_salt
+        super().__init__(fragment, *args, **kwargs)
+
+    def setup(self, spec: OperatorSpec) -> None:
+        spec.output("out")
+
+    def compute(self, op_input, op_output, context) -> None:
+        scan = scan_input(self.input_path, salt=self.uid_salt)
+        if not scan.studies:
+            logger.warning(
+                "no analysable DICOM instances in %s (%d file(s) skipped); nothing to analyse",
+                self.input_path,
+                len(scan.skipped),
+            )
+        else:
+            logger.info(
+                "found %d study(ies) in %s: %s",
+                len(scan.studies),
+                self.input_path,
+                ", ".join(f"{s.ref} ({len(s.series)} series)" for s in scan.studies),
+            )
+        op_output.emit(Batch(items=list(scan.studies), skipped_files=list(scan.skipped)), "out")

@@ -1,0 +1,44 @@
+"""SeriesSelector: picks the series each named analysis applies to, by the SDK's rules format."""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+from pathlib import Path
+
+from operators.messages import OutcomeStatus, StudyHeader, StudyOutcome, StudySelection
+from operators.selection_rules import SelectionRules, load_selection_rules, select_series
+from operators.stage_operator import StudyStageOperator
+
+logger = logging.getLogger("biomedclip_map.series_selection")
+
+
+def selection_or_outcome(study: StudyHeader, rules: SelectionRules) -> StudySelection | StudyOutcome:
+    """The study's selected series, or a NOTHING_SELECTED outcome (no report) with its reason."""
+    selection = select_series(study, rules)
+    if selection.selected:
+        for chosen in selection.selected:
+            logger.info(
+                "study %s: series %s (%s, %d instance(s)) selected as %r",
+                study.ref,
+                chosen.series.header.get("SeriesNumber", "?"),
+                chosen.series.modality or "no modality",
+                len(chosen.series.instances),
+                chosen.selection_name,
+            )
+        return selection
+    modalities = sorted({s.modality or "none" for s in study.series})
+    reason = (
+        f"no series matches the selection rules (series modalities: {', '.join(modalities)}); "
+        "no report is produced for this study"
+    )
+    logger.warning("study %s: %s", study.ref, reason)
+    return StudyOutcome(study_ref=study.ref, status=OutcomeStatus.NOTHING_SELECTED, reason=reason, stage="selection")
+
+
+class SeriesSelectorOperator(StudyStageOperator):
+    """Batch[StudyHeader] → Batch[StudySelection]."""
+
+    def __init__(self, fragment, *args, rules_path: Path, **kwargs):
+        rules = load_selection_rules(rules_path)
+        super().__init__(fragment, *args, stage="selection", step=partial(selection_or_outcome, rules=rules), **kwargs)

@@ -1,0 +1,62 @@
+"""Per-study isolation for the stages of the graph.
+
+Every operator applies its stage function to each study of the incoming batch through `advance`,
+so that one study failing (a corrupt series, a model error) ends only that study, with a log line
+and a FAILED outcome, while the others go on. Nothing is swallowed: the failure is logged with its
+traceback and counted in the run's exit code.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from operators.messages import Batch, OutcomeStatus, StudyHeader, StudyOutcome
+
+S = TypeVar("S")
+R = TypeVar("R")
+
+
+def study_of(item: object) -> StudyHeader:
+    """The study an item of any stage belongs to (the loader's items are studies themselves)."""
+    return item if isinstance(item, StudyHeader) else item.study  # type: ignore[attr-defined]
+
+
+def advance(
+    batch: Batch[S],
+    stage: str,
+    step: Callable[[S], R | StudyOutcome],
+    logger: logging.Logger,
+) -> Batch[R]:
+    """Apply `step` to each study of `batch`; a study that raises ends there as FAILED.
+
+    `step` may also return a `StudyOutcome` to end a study deliberately (for example when a study
+    has nothing selectable), which is carried to the end of the graph like a failure.
+    """
+    result: Batch[R] = Batch(ended=list(batch.ended), skipped_files=list(batch.skipped_files))
+    for item in batch.items:
+        study = study_of(item)
+        started = time.perf_counter()
+        try:
+            produced = step(item)
+        except Exception as exc:  # one study's failure must not stop the others
+            logger.error(
+                "study %s failed in %s: %s: %s", study.ref, stage, type(exc).__name__, exc, exc_info=True
+            )
+            result.ended.append(
+                StudyOutcome(
+                    study_ref=study.ref,
+                    status=OutcomeStatus.FAILED,
+                    reason=f"{type(exc).__name__}: {exc}",
+                    stage=stage,
+                )
+            )
+            continue
+        logger.debug("study %s: %s took %.3f s", study.ref, stage, time.perf_counter() - started)
+        if isinstance(produced, StudyOutcome):
+            result.ended.append(produced)
+        else:
+            result.items.append(produced)
+    return result
