@@ -32,7 +32,7 @@ def prepare_study(
     problems: list[str] = []
     for chosen in selection.selected:
         try:
-            prepared.series.append(prepare_series(chosen, settings, mean, std))
+            prepared.series.append(prepare_series(chosen, settings, mean, std, study_ref=selection.study.ref))
         except Exception as exc:  # a bad series must not hide the good ones; logged and counted
             problem = f"series {chosen.series.header.get('SeriesNumber', '?')} ({chosen.selection_name}): {exc}"
             logger.error("study %s: %s; this series is left out of the report", selection.study.ref, problem)
