@@ -153,8 +153,11 @@ class PreparedSeries:
 
 @dataclass
 class PreparedStudy:
+    """Prepared series of a study; `left_out` counts selected series that could not be prepared."""
+
     study: StudyHeader
     series: list[PreparedSeries] = field(default_factory=list)
+    left_out: int = 0
 
 
 # --------------------------------------------------------------------------- inference
@@ -205,7 +208,10 @@ class SeriesAnalysis:
 
 @dataclass
 class StudyAnalysis:
+    """Everything the report of one study says; `left_out` > 0 makes the report PARTIAL."""
+
     study: StudyHeader
     series: list[SeriesAnalysis]
     model: ModelIdentity
     backend: str
+    left_out: int = 0

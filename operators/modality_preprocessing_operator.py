@@ -37,6 +37,7 @@ def prepare_study(
             problem = f"series {chosen.series.header.get('SeriesNumber', '?')} ({chosen.selection_name}): {exc}"
             logger.error("study %s: %s; this series is left out of the report", selection.study.ref, problem)
             problems.append(problem)
+    prepared.left_out = len(problems)
     if not prepared.series:
         raise NothingPreparedError("no selected series could be prepared: " + "; ".join(problems))
     return prepared

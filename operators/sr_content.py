@@ -1,0 +1,702 @@
+"""Building the DICOM Structured Report that carries one study's zero-shot findings.
+
+The report is a Comprehensive 3D SR (highdicom `Comprehensive3DSR`) whose content follows TID 1500
+"Measurement Report":
+
+- observation context: this application as the device observer (TID 1004);
+- procedure reported: one CID 100 code per source modality;
+- image library (TID 1600): every evaluated instance, described from its own header;
+- imaging measurements: one TID 1501 measurement group per analysed series, holding a tracking
+  identifier, the algorithm (TID 4019: model name, version, weights hash, backend), the method
+  (99BMCLIP zero-shot classification), the source images (instances, and frames of multi-frame
+  instances), the most probable label as a coded finding, and every label's probability as a
+  numeric measurement in UCUM percent;
+- qualitative evaluations (root-level container of TID 1500): narrative TEXT items saying that
+  the result is AI-generated and requires clinician review, which model and backend produced it,
+  how each series was preprocessed, and, for an untrained model, that the result is meaningless.
+
+The report files into the source study: patient and study attributes come from the study's
+header, the source instances are listed as Current Requested Procedure Evidence, and the
+document is UNVERIFIED and PRELIMINARY.
+
+`report_findings` says what `build_report` writes in plain, comparable values; reading a written
+report back (`operators.sr_readback.read_findings`) must give the same value.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import functools
+import logging
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pydicom
+from highdicom import UID
+from highdicom._standard_utils import is_attribute_in_iod
+from highdicom.sr import (
+    AlgorithmIdentification,
+    CodeContentItem,
+    CodedConcept,
+    Comprehensive3DSR,
+    ContainerContentItem,
+    ContentSequence,
+    DeviceObserverIdentifyingAttributes,
+    ImageContentItem,
+    Measurement,
+    MeasurementReport,
+    MeasurementsAndQualitativeEvaluations,
+    NumContentItem,
+    ObservationContext,
+    ObserverContext,
+    QualitativeEvaluation,
+    RelationshipTypeValues,
+    SourceImageForMeasurementGroup,
+    TextContentItem,
+    TrackingIdentifier,
+    UIDRefContentItem,
+)
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
+from pydicom.sr.codedict import codes
+from pydicom.valuerep import DA, TM
+
+from operators import coding
+from operators.messages import ImageSource, InstanceFile, SeriesAnalysis, StudyAnalysis
+from operators.tasks import Code
+
+logger = logging.getLogger(__name__)
+
+#: Decimal places kept of a probability expressed in percent (0.01 % resolution).
+PERCENT_DECIMALS = 2
+
+#: The first narrative line of every report.
+AI_NOTICE = (
+    "AI-generated \u2014 requires clinician review. This report was produced automatically by "
+    "zero-shot image-text classification and has not been verified by a clinician."
+)
+
+#: The narrative line written when the model's manifest status is "untrained".
+UNTRAINED_NOTICE = (
+    "UNTRAINED MODEL: the model that produced this report is untrained (random weights). "
+    "The results are meaningless and must not be used for any clinical purpose."
+)
+
+SERIES_DESCRIPTION = "BiomedCLIP zero-shot analysis (AI)"
+SERIES_DESCRIPTION_UNTRAINED = "BiomedCLIP zero-shot analysis (AI, UNTRAINED MODEL)"
+
+# Attributes of the Patient and General Study modules that identify where the report files.
+# StudyInstanceUID is type 1; the others are type 2 (present, possibly empty).
+_IDENTITY_TYPE2 = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "AccessionNumber",
+    "ReferringPhysicianName",
+    "StudyID",
+)
+_DATE_ATTRIBUTES = ("PatientBirthDate", "StudyDate")
+_TIME_ATTRIBUTES = ("StudyTime",)
+_PATIENT_SEX_VALUES = frozenset({"M", "F", "O", ""})
+
+_TOLERANCE = 1e-4  # how far outside [0, 1] a probability may stray through float rounding
+
+
+class ReportBuildError(ValueError):
+    """The report cannot be built from this study; the message names the study ref and attribute."""
+
+
+@dataclass(frozen=True)
+class DeviceIdentity:
+    """This application as the report's device observer and equipment.
+
+    `device_uid` identifies the installation (Device Observer UID); `serial_number` is optional.
+    """
+
+    manufacturer: str
+    model_name: str
+    software_version: str
+    device_uid: str
+    serial_number: str | None = None
+
+    @property
+    def observer_name(self) -> str:
+        """Device Observer Name: the application's name and version."""
+        return f"{self.model_name} {self.software_version}"
+
+
+# --------------------------------------------------------------------------- findings
+
+
+@dataclass(frozen=True)
+class LabelProbability:
+    """One label's probability: its 99BMCLIP "Probability of <label>" concept and the value in %."""
+
+    concept: Code
+    percent: float
+
+
+@dataclass(frozen=True)
+class SeriesFindings:
+    """What the report says about one analysed series (one TID 1501 measurement group)."""
+
+    tracking_identifier: str
+    finding: Code
+    top_label: Code
+    probabilities: tuple[LabelProbability, ...]
+    source_images: tuple[ImageSource, ...]
+    algorithm_name: str
+    algorithm_version: str
+    algorithm_parameters: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ReportFindings:
+    """What a report says, in plain values: groups, evidence (SOP class, SOP instance), narrative."""
+
+    series: tuple[SeriesFindings, ...]
+    evidence: frozenset[tuple[str, str]]
+    narrative: tuple[str, ...]
+
+
+def stored_percent(probability: float) -> float:
+    """A probability (0-1) as the percent value the report stores, rounded to PERCENT_DECIMALS."""
+    return round(float(probability) * 100.0, PERCENT_DECIMALS)
+
+
+def _probabilities(analysis: StudyAnalysis, index: int, series: SeriesAnalysis) -> np.ndarray:
+    where = f"study {analysis.study.ref}, analysed series #{index} (task {series.task.name!r})"
+    probabilities = np.asarray(series.probabilities, dtype=np.float64).reshape(-1)
+    if probabilities.shape[0] != len(series.task.labels):
+        raise ReportBuildError(
+            f"{where}: {probabilities.shape[0]} probabilities for {len(series.task.labels)} labels"
+        )
+    finite = bool(np.all(np.isfinite(probabilities)))
+    if not finite or probabilities.min() < -_TOLERANCE or probabilities.max() > 1 + _TOLERANCE:
+        raise ReportBuildError(f"{where}: probabilities must be finite and between 0 and 1")
+    concepts = [coding.probability_concept(label.code) for label in series.task.labels]
+    duplicated = {c.value for c in concepts if concepts.count(c) > 1}
+    if duplicated:
+        raise ReportBuildError(
+            f"{where}: several labels share the code(s) {sorted(duplicated)}; give each label of the "
+            "task its own code in the zero-shot task file"
+        )
+    return np.clip(probabilities, 0.0, 1.0)
+
+
+@functools.lru_cache(maxsize=256)
+def allows_frame_references(sop_class_uid: str) -> bool:
+    """Whether instances of this SOP class may be referenced by frame (their IOD is multi-frame).
+
+    DICOM forbids Referenced Frame Number for SOP classes whose IOD has no Number of Frames, even
+    if a (non-conformant) instance carries several frames; such instances, and instances of SOP
+    classes the standard does not define, are referenced as a whole. highdicom's IOD tables
+    answer this; the helper is internal to highdicom, so it is wrapped here (highdicom is pinned).
+    """
+    try:
+        return bool(is_attribute_in_iod("NumberOfFrames", sop_class_uid))
+    except KeyError:  # not a standard SOP class: no IOD to consult
+        return False
+
+
+def _source_images(series: SeriesAnalysis) -> tuple[ImageSource, ...]:
+    """The evaluated images of a series: instances in order of first use, frames sorted.
+
+    A frame of None means the whole instance: a single-frame instance, an instance also used as
+    a whole, or a frame of a SOP class that cannot be referenced by frame.
+    """
+    frames: dict[tuple[str, str], set[int] | None] = {}
+    for image in series.images:
+        source = image.source
+        key = (source.sop_class_uid, source.sop_instance_uid)
+        if source.frame is None or not allows_frame_references(source.sop_class_uid):
+            frames[key] = None
+        elif key not in frames:
+            frames[key] = {source.frame}
+        elif frames[key] is not None:
+            frames[key].add(source.frame)
+    sources: list[ImageSource] = []
+    for (sop_class_uid, sop_instance_uid), numbers in frames.items():
+        if numbers is None:
+            sources.append(ImageSource(sop_class_uid, sop_instance_uid, None))
+        else:
+            sources.extend(ImageSource(sop_class_uid, sop_instance_uid, n) for n in sorted(numbers))
+    return tuple(sources)
+
+
+def _tracking_identifier(index: int, series: SeriesAnalysis) -> str:
+    number = series.selection.series.header.get("SeriesNumber")
+    source = f", source series {number}" if number not in (None, "") else ""
+    return f"#{index} {series.task.title}{source}"
+
+
+def _algorithm_parameters(analysis: StudyAnalysis, series: SeriesAnalysis) -> tuple[str, ...]:
+    return (
+        f"weights sha256 {analysis.model.sha256}",
+        f"inference backend {analysis.backend}",
+        f"zero-shot task {series.task.name}",
+        f"model status {analysis.model.status}",
+    )
+
+
+def _narrative(analysis: StudyAnalysis, extra_text: Sequence[str]) -> tuple[str, ...]:
+    model = analysis.model
+    lines = [AI_NOTICE]
+    if model.untrained:
+        lines.append(UNTRAINED_NOTICE)
+    lines.append(
+        f"Model: {model.name} version {model.version}, weights SHA-256 {model.sha256}, "
+        f"status {model.status}. Inference backend: {analysis.backend}."
+    )
+    for index, series in enumerate(analysis.series, start=1):
+        top = series.task.labels[int(np.argmax(series.probabilities))]
+        lines.append(
+            f"Series {_tracking_identifier(index, series)}: {len(series.images)} image(s) analysed; "
+            f"most probable label: {top.name} ({stored_percent(series.top_probability):.2f} %). "
+            f"Preprocessing: {series.preprocessing}"
+        )
+    lines.extend(str(text) for text in extra_text if str(text).strip())
+    return tuple(lines)
+
+
+def report_findings(analysis: StudyAnalysis, *, extra_text: Sequence[str] = ()) -> ReportFindings:
+    """What `build_report` writes for `analysis`, as plain comparable values.
+
+    Raises ReportBuildError if the analysis cannot be reported (no series, a series without
+    images, probabilities that do not match the task's labels, labels sharing a code, a model
+    without name or version).
+    """
+    ref = analysis.study.ref
+    if not analysis.series:
+        raise ReportBuildError(f"study {ref}: no analysed series to report")
+    if not analysis.model.name.strip() or not analysis.model.version.strip():
+        raise ReportBuildError(
+            f"study {ref}: the model manifest must give a name and a version for the report's "
+            "algorithm identification"
+        )
+    groups = []
+    evidence: set[tuple[str, str]] = set()
+    for index, series in enumerate(analysis.series, start=1):
+        if not series.images:
+            raise ReportBuildError(f"study {ref}: analysed series #{index} has no evaluated images")
+        probabilities = _probabilities(analysis, index, series)
+        labels = series.task.labels
+        sources = _source_images(series)
+        evidence.update((s.sop_class_uid, s.sop_instance_uid) for s in sources)
+        groups.append(
+            SeriesFindings(
+                tracking_identifier=_tracking_identifier(index, series),
+                finding=series.task.finding,
+                top_label=labels[int(np.argmax(probabilities))].code,
+                probabilities=tuple(
+                    LabelProbability(coding.probability_concept(label.code), stored_percent(p))
+                    for label, p in zip(labels, probabilities)
+                ),
+                source_images=sources,
+                algorithm_name=analysis.model.name,
+                algorithm_version=analysis.model.version,
+                algorithm_parameters=_algorithm_parameters(analysis, series),
+            )
+        )
+    return ReportFindings(
+        series=tuple(groups),
+        evidence=frozenset(evidence),
+        narrative=_narrative(analysis, extra_text),
+    )
+
+
+# --------------------------------------------------------------------------- source headers
+
+
+def _instance_headers(analysis: StudyAnalysis) -> dict[str, Dataset]:
+    """The header (no pixel data) of every evaluated instance, keyed by SOP Instance UID.
+
+    The image library describes each instance from its own header (size, position, orientation)
+    and frame references are checked against its Number of Frames, so each evaluated instance's
+    file is read again here, header only (a few kilobytes each).
+    """
+    ref = analysis.study.ref
+    headers: dict[str, Dataset] = {}
+    for index, series in enumerate(analysis.series, start=1):
+        files: dict[str, InstanceFile] = {f.sop_instance_uid: f for f in series.selection.series.instances}
+        for image in series.images:
+            uid = image.source.sop_instance_uid
+            if uid in headers:
+                continue
+            instance = files.get(uid)
+            if instance is None:
+                raise ReportBuildError(
+                    f"study {ref}: an evaluated image of analysed series #{index} is not one of the "
+                    "instances of its series"
+                )
+            try:
+                header = pydicom.dcmread(instance.path, stop_before_pixels=True)
+            except (InvalidDicomError, OSError, EOFError, ValueError) as exc:
+                raise ReportBuildError(
+                    f"study {ref}: cannot read the header of evaluated file {instance.path} again: {exc}"
+                ) from exc
+            for keyword in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
+                if not str(header.get(keyword, "") or "").strip():
+                    raise ReportBuildError(
+                        f"study {ref}: evaluated file {instance.path} lacks {keyword}, which the "
+                        "report needs to reference it"
+                    )
+            if header.SOPInstanceUID != uid or header.SOPClassUID != image.source.sop_class_uid:
+                raise ReportBuildError(
+                    f"study {ref}: evaluated file {instance.path} no longer holds the instance that "
+                    "was analysed (its SOP Class or SOP Instance UID differs)"
+                )
+            headers[uid] = header
+    return headers
+
+
+def _study_instance_uid(analysis: StudyAnalysis) -> str:
+    """The study's StudyInstanceUID from its header; ReportBuildError if it is missing."""
+    study_uid = str(analysis.study.header.get("StudyInstanceUID", "") or "").strip()
+    if not study_uid:
+        raise ReportBuildError(
+            f"study {analysis.study.ref}: the source header lacks StudyInstanceUID (0020,000D); the "
+            "report cannot be filed into the study without it"
+        )
+    return study_uid
+
+
+def _identity_carrier(analysis: StudyAnalysis, study_uid: str, headers: Sequence[Dataset]) -> Dataset:
+    """A copy of an evaluated header of the study, carrying the study header's patient/study identity.
+
+    highdicom takes the new document's patient and study attributes (the Patient, General Study
+    and Patient Study modules) from the first evidence dataset; this copy makes the identifying
+    ones the study header's. Type 2 attributes that the source lacks are written empty, as those
+    modules allow.
+    """
+    ref = analysis.study.ref
+    same_study = [h for h in headers if str(h.StudyInstanceUID) == study_uid]
+    if not same_study:
+        raise ReportBuildError(
+            f"study {ref}: none of the evaluated instances carries the study's StudyInstanceUID"
+        )
+    source = analysis.study.header
+    # Checked before anything is assigned: pydicom logs an invalid value it is given, and a
+    # birth date must not reach a log.
+    for keyword, parse in [(k, DA) for k in _DATE_ATTRIBUTES] + [(k, TM) for k in _TIME_ATTRIBUTES]:
+        try:
+            parse(str(source.get(keyword) or ""))
+        except ValueError:
+            raise ReportBuildError(
+                f"study {ref}: {keyword} in the source header is not a valid DICOM "
+                f"{'date' if parse is DA else 'time'}; correct it at the source and resend the study"
+            ) from None
+    carrier = copy.deepcopy(same_study[0])
+    for keyword in _IDENTITY_TYPE2:
+        value = source.get(keyword)
+        setattr(carrier, keyword, "" if value is None else value)
+    sex = str(carrier.get("PatientSex") or "").strip().upper()
+    if sex not in _PATIENT_SEX_VALUES:
+        logger.warning(
+            "study %s: PatientSex in the source header is not M, F or O; the report leaves it empty", ref
+        )
+        sex = ""
+    carrier.PatientSex = sex
+    return carrier
+
+
+@contextlib.contextmanager
+def _highdicom_without_phi() -> Iterator[None]:
+    """Keep highdicom's messages that quote patient data or UIDs out of the logs while building.
+
+    highdicom logs the source SOP Instance UID at INFO level when it copies patient and study
+    attributes, and warns (warnings module) with the patient's name when the name has a single
+    component. The name is copied unchanged on purpose (the report must file to the same
+    patient), so that warning carries no action for us.
+    """
+    highdicom_logger = logging.getLogger("highdicom")
+    level = highdicom_logger.level
+    if highdicom_logger.getEffectiveLevel() < logging.WARNING:
+        highdicom_logger.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings(
+                "ignore", message=r"The string .* is unlikely to represent", category=UserWarning
+            )
+            yield
+    finally:
+        highdicom_logger.setLevel(level)
+
+
+# --------------------------------------------------------------------------- content
+
+
+def _num(name: Code | CodedConcept, value: float, unit: CodedConcept) -> NumContentItem:
+    return NumContentItem(
+        name=name, value=value, unit=unit, relationship_type=RelationshipTypeValues.HAS_ACQ_CONTEXT
+    )
+
+
+_PIXELS = CodedConcept("{pixels}", "UCUM", "Pixels")
+_MILLIMETRE = CodedConcept.from_code(codes.UCUM.Millimeter)
+_DIRECTION_COSINE = CodedConcept("{-1:1}", "UCUM", "{-1:1}")
+
+
+def _numbers(header: Dataset, keyword: str, count: int) -> list[float] | None:
+    """The `count` numeric values of a multi-valued attribute, or None if absent or incomplete."""
+    value = header.get(keyword)
+    if value in (None, ""):
+        return None
+    values = list(value) if isinstance(value, (list, tuple, MultiValue)) else [value]
+    if len(values) != count or any(v in (None, "") for v in values):
+        return None
+    return [float(v) for v in values]
+
+
+def _library_descriptors(header: Dataset) -> list:
+    """TID 1602 Image Library Entry Descriptors for one instance, from its header.
+
+    Modality, Frame of Reference, rows and columns always; the TID 1604 cross-sectional
+    descriptors (pixel spacing, slice thickness, position, orientation) and the TID 1603
+    projection descriptors (patient orientation, imager pixel spacing) where the header has the
+    attributes. highdicom's own `ImageLibrary` is not used because it knows only a fixed list of
+    SOP classes (not, e.g., dermoscopy) and fails on headers that lack the modality-specific
+    attributes.
+    """
+    acquisition = RelationshipTypeValues.HAS_ACQ_CONTEXT
+    items: list = [
+        CodeContentItem(
+            name=codes.DCM.Modality,
+            value=coding.coded_modality(str(header.get("Modality", "") or "")),
+            relationship_type=acquisition,
+        )
+    ]
+    if str(header.get("FrameOfReferenceUID", "") or ""):
+        items.append(
+            UIDRefContentItem(
+                name=codes.DCM.FrameOfReferenceUID,
+                value=header.FrameOfReferenceUID,
+                relationship_type=acquisition,
+            )
+        )
+    for keyword, concept in (("Rows", codes.DCM.PixelDataRows), ("Columns", codes.DCM.PixelDataColumns)):
+        value = _numbers(header, keyword, 1)
+        if value is not None:
+            items.append(_num(concept, value[0], _PIXELS))
+
+    spacing = _numbers(header, "PixelSpacing", 2) or _numbers(header, "ImagerPixelSpacing", 2)
+    if spacing is not None:  # (row spacing = vertical, column spacing = horizontal)
+        items.append(_num(codes.DCM.HorizontalPixelSpacing, spacing[1], _MILLIMETRE))
+        items.append(_num(codes.DCM.VerticalPixelSpacing, spacing[0], _MILLIMETRE))
+    thickness = _numbers(header, "SliceThickness", 1)
+    if thickness is not None:
+        items.append(_num(codes.DCM.SliceThickness, thickness[0], _MILLIMETRE))
+    position = _numbers(header, "ImagePositionPatient", 3)
+    if position is not None:
+        for concept, value in zip(
+            (codes.DCM.ImagePositionPatientX, codes.DCM.ImagePositionPatientY, codes.DCM.ImagePositionPatientZ),
+            position,
+        ):
+            items.append(_num(concept, value, _MILLIMETRE))
+    orientation = _numbers(header, "ImageOrientationPatient", 6)
+    if orientation is not None:
+        for concept, value in zip(
+            (
+                codes.DCM.ImageOrientationPatientRowX,
+                codes.DCM.ImageOrientationPatientRowY,
+                codes.DCM.ImageOrientationPatientRowZ,
+                codes.DCM.ImageOrientationPatientColumnX,
+                codes.DCM.ImageOrientationPatientColumnY,
+                codes.DCM.ImageOrientationPatientColumnZ,
+            ),
+            orientation,
+        ):
+            items.append(_num(concept, value, _DIRECTION_COSINE))
+    patient_orientation = header.get("PatientOrientation")
+    if orientation is None and patient_orientation is not None and len(patient_orientation) == 2:
+        row, column = (str(v) for v in patient_orientation)
+        if row and column:
+            items.append(TextContentItem(codes.DCM.PatientOrientationRow, row, acquisition))
+            items.append(TextContentItem(codes.DCM.PatientOrientationColumn, column, acquisition))
+    return items
+
+
+def _image_library(headers: Sequence[Dataset]) -> ContainerContentItem:
+    """TID 1600 Image Library: one Image Library Group per source series, one entry per instance."""
+    groups: dict[str, list[Dataset]] = {}
+    for header in headers:
+        groups.setdefault(str(header.SeriesInstanceUID), []).append(header)
+    library = ContainerContentItem(name=codes.DCM.ImageLibrary, relationship_type=RelationshipTypeValues.CONTAINS)
+    library.ContentSequence = ContentSequence()
+    for members in groups.values():
+        group = ContainerContentItem(
+            name=codes.DCM.ImageLibraryGroup, relationship_type=RelationshipTypeValues.CONTAINS
+        )
+        group.ContentSequence = ContentSequence()
+        for header in members:
+            entry = ImageContentItem(
+                name=CodedConcept("260753009", "SCT", "Source"),
+                referenced_sop_class_uid=header.SOPClassUID,
+                referenced_sop_instance_uid=header.SOPInstanceUID,
+                relationship_type=RelationshipTypeValues.CONTAINS,
+            )
+            entry.ContentSequence = ContentSequence(_library_descriptors(header))
+            group.ContentSequence.append(entry)
+        library.ContentSequence.append(group)
+    return library
+
+
+def _source_image_items(
+    findings: SeriesFindings, headers: dict[str, Dataset], where: str
+) -> list[SourceImageForMeasurementGroup]:
+    frames: dict[tuple[str, str], list[int]] = {}
+    for source in findings.source_images:
+        numbers = frames.setdefault((source.sop_class_uid, source.sop_instance_uid), [])
+        if source.frame is not None:
+            numbers.append(source.frame)
+    items = []
+    for (sop_class_uid, sop_instance_uid), numbers in frames.items():
+        available = int(headers[sop_instance_uid].get("NumberOfFrames") or 1)
+        if any(n < 1 or n > available for n in numbers):
+            raise ReportBuildError(
+                f"{where}: an evaluated frame number is outside 1..{available}, the frames of its instance"
+            )
+        items.append(
+            SourceImageForMeasurementGroup(
+                referenced_sop_class_uid=sop_class_uid,
+                referenced_sop_instance_uid=sop_instance_uid,
+                referenced_frame_numbers=numbers or None,
+            )
+        )
+    return items
+
+
+def _measurement_group(
+    series: SeriesAnalysis,
+    findings: SeriesFindings,
+    headers: dict[str, Dataset],
+    where: str,
+) -> MeasurementsAndQualitativeEvaluations:
+    derivation = coding.MEAN if len(series.images) > 1 else None
+    measurements = [
+        Measurement(
+            name=coding.coded(probability.concept),
+            value=probability.percent,
+            unit=coding.PERCENT,
+            derivation=derivation,
+        )
+        for probability in findings.probabilities
+    ]
+    finding = coding.coded(findings.finding)
+    top_label = coding.coded(findings.top_label)
+    # TID 1501 has its own "Finding" row (DCM 121071); a task reporting under that concept uses
+    # it, any other concept is a qualitative evaluation. Both are CONTAINS CODE items.
+    is_finding_row = finding == CodedConcept.from_code(codes.DCM.Finding)
+    return MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=TrackingIdentifier(uid=UID(), identifier=findings.tracking_identifier),
+        finding_type=top_label if is_finding_row else None,
+        method=coding.ZERO_SHOT_METHOD,
+        algorithm_id=AlgorithmIdentification(
+            name=findings.algorithm_name,
+            version=findings.algorithm_version,
+            parameters=list(findings.algorithm_parameters),
+        ),
+        measurements=measurements,
+        qualitative_evaluations=None if is_finding_row else [QualitativeEvaluation(finding, top_label)],
+        source_images=_source_image_items(findings, headers, where),
+    )
+
+
+def _narrative_container(lines: Sequence[str]) -> ContainerContentItem:
+    container = ContainerContentItem(
+        name=coding.QUALITATIVE_EVALUATIONS, relationship_type=RelationshipTypeValues.CONTAINS
+    )
+    container.ContentSequence = ContentSequence(
+        [TextContentItem(coding.COMMENT, line, RelationshipTypeValues.CONTAINS) for line in lines]
+    )
+    return container
+
+
+def _procedures(analysis: StudyAnalysis) -> list[CodedConcept]:
+    procedures: list[CodedConcept] = []
+    for series in analysis.series:
+        procedure = coding.procedure_reported(series.selection.series.modality)
+        if procedure not in procedures:
+            procedures.append(procedure)
+    return procedures
+
+
+def build_report(
+    analysis: StudyAnalysis,
+    *,
+    device: DeviceIdentity,
+    series_number: int = 9001,
+    instance_number: int = 1,
+    extra_text: Sequence[str] = (),
+    complete: bool = True,
+) -> Comprehensive3DSR:
+    """Build the Comprehensive 3D SR (TID 1500) that reports `analysis` into its own study.
+
+    `extra_text` lines are appended to the narrative as they are (they must already be free of
+    PHI). `complete` sets CompletionFlag: False (PARTIAL) when some selected series of the study
+    could not be analysed. The document is always UNVERIFIED and PRELIMINARY.
+
+    Raises ReportBuildError, naming the study ref and the attribute or file, when the source
+    lacks something the report needs (StudyInstanceUID, a readable header of an evaluated
+    instance) or the analysis is inconsistent.
+    """
+    ref = analysis.study.ref
+    study_uid = _study_instance_uid(analysis)
+    findings = report_findings(analysis, extra_text=extra_text)
+    headers = _instance_headers(analysis)
+    carrier = _identity_carrier(analysis, study_uid, list(headers.values()))
+    evidence = [carrier] + [h for h in headers.values() if h.SOPInstanceUID != carrier.SOPInstanceUID]
+
+    groups = [
+        _measurement_group(series, series_findings, headers, f"study {ref}, analysed series #{index}")
+        for index, (series, series_findings) in enumerate(zip(analysis.series, findings.series), start=1)
+    ]
+    observer = ObserverContext(
+        observer_type=codes.cid270.Device,
+        observer_identifying_attributes=DeviceObserverIdentifyingAttributes(
+            uid=device.device_uid,
+            name=device.observer_name,
+            manufacturer_name=device.manufacturer,
+            model_name=device.model_name,
+            serial_number=device.serial_number,
+        ),
+    )
+    report = MeasurementReport(
+        observation_context=ObservationContext(observer_device_context=observer),
+        procedure_reported=_procedures(analysis),
+        imaging_measurements=groups,
+    )
+    root = report[0]
+    # TID 1500 order: ..., procedure reported, image library, imaging measurements, ...,
+    # qualitative evaluations. highdicom builds the library only for SOP classes it knows, so
+    # the library is inserted here, before the Imaging Measurements container (the last item).
+    root.ContentSequence.insert(len(root.ContentSequence) - 1, _image_library(list(headers.values())))
+    root.ContentSequence.append(_narrative_container(findings.narrative))
+
+    with _highdicom_without_phi():
+        return Comprehensive3DSR(
+            evidence=evidence,
+            content=root,
+            series_instance_uid=UID(),
+            series_number=series_number,
+            sop_instance_uid=UID(),
+            instance_number=instance_number,
+            manufacturer=device.manufacturer,
+            is_complete=complete,
+            is_final=False,
+            is_verified=False,
+            series_description=SERIES_DESCRIPTION_UNTRAINED if analysis.model.untrained else SERIES_DESCRIPTION,
+            manufacturer_model_name=device.model_name,
+            software_versions=device.software_version,
+            device_serial_number=device.serial_number,
+            coding_schemes=[coding.coding_scheme_identification()],
+            specific_character_set="ISO_IR 192",
+        )
+
