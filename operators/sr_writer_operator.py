@@ -1,0 +1,58 @@
+"""SRWriter: the report of each analysed study, written atomically into the output folder."""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+from pathlib import Path
+
+from holoscan.core import Operator, OperatorSpec
+from pydicom.uid import generate_uid
+
+from app import APP_NAME, __version__
+from operators.dicom_output import write_dataset_atomically
+from operators.messages import OutcomeStatus, StudyAnalysis, StudyOutcome
+from operators.result_json import write_result_json
+from operators.sr_content import DeviceIdentity, build_report
+from operators.study_batch import advance
+
+logger = logging.getLogger("biomedclip_map.sr_writer")
+
+THIS_DEVICE = DeviceIdentity(
+    manufacturer=f"{APP_NAME} project",
+    model_name=APP_NAME,
+    software_version=__version__,
+    device_uid=generate_uid(entropy_srcs=[APP_NAME, __version__]),
+)
+
+
+def write_study_report(
+    analysis: StudyAnalysis, output_dir: Path, results_json_dir: Path | None, device: DeviceIdentity = THIS_DEVICE
+) -> StudyOutcome:
+    """Build the study's SR, write it (and the JSON results where configured), say what was written."""
+    report = build_report(analysis, device=device, complete=analysis.left_out == 0)
+    name = f"SR-{analysis.study.ref}.dcm"
+    outputs = [write_dataset_atomically(report, output_dir, name)]
+    if results_json_dir is not None:
+        outputs.append(write_result_json(analysis, results_json_dir, name))
+    summary = [f"{s.selection.selection_name}: {s.top_label} {s.top_probability:.0%}" for s in analysis.series]
+    logger.info("study %s: report written to %s (%s)", analysis.study.ref, outputs[0], "; ".join(summary))
+    if analysis.model.untrained:
+        logger.warning("study %s: the model is UNTRAINED; the report's findings are meaningless", analysis.study.ref)
+    return StudyOutcome(study_ref=analysis.study.ref, status=OutcomeStatus.REPORTED, outputs=outputs, summary=summary)
+
+
+class SRWriterOperator(Operator):
+    """Sink of the graph: writes each study's outputs and keeps every study's outcome for the run."""
+
+    def __init__(self, fragment, *args, output_dir: Path, results_json_dir: Path | None = None, **kwargs):
+        self.step = partial(write_study_report, output_dir=Path(output_dir), results_json_dir=results_json_dir)
+        self.outcomes: list[StudyOutcome] = []
+        super().__init__(fragment, *args, **kwargs)
+
+    def setup(self, spec: OperatorSpec) -> None:
+        spec.input("in")
+
+    def compute(self, op_input, op_output, context) -> None:
+        done = advance(op_input.receive("in"), "report writing", self.step, logger)
+        self.outcomes = [*done.ended, *done.items]
