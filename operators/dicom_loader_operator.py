@@ -37,11 +37,4 @@ class DICOMLoaderOperator(Operator):
                 self.input_path,
                 len(scan.skipped),
             )
-        else:
-            logger.info(
-                "found %d study(ies) in %s: %s",
-                len(scan.studies),
-                self.input_path,
-                ", ".join(f"{s.ref} ({len(s.series)} series)" for s in scan.studies),
-            )
         op_output.emit(Batch(items=list(scan.studies), skipped_files=list(scan.skipped)), "out")

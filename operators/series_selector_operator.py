@@ -17,15 +17,6 @@ def selection_or_outcome(study: StudyHeader, rules: SelectionRules) -> StudySele
     """The study's selected series, or a NOTHING_SELECTED outcome (no report) with its reason."""
     selection = select_series(study, rules)
     if selection.selected:
-        for chosen in selection.selected:
-            logger.info(
-                "study %s: series %s (%s, %d instance(s)) selected as %r",
-                study.ref,
-                chosen.series.header.get("SeriesNumber", "?"),
-                chosen.series.modality or "no modality",
-                len(chosen.series.instances),
-                chosen.selection_name,
-            )
         return selection
     modalities = sorted({s.modality or "none" for s in study.series})
     reason = (

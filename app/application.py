@@ -1,0 +1,50 @@
+"""The MAP's operator graph, as drawn in ARCHITECTURE.md.
+
+DICOMLoader ─► SeriesSelector ─► ModalityPreprocessing ─► BiomedCLIPInference ─► SRWriter
+"""
+
+from __future__ import annotations
+
+from holoscan.conditions import CountCondition
+from holoscan.core import Application
+
+from app.settings import RunSettings
+from operators.biomedclip_inference_operator import BiomedCLIPInferenceOperator
+from operators.dicom_loader_operator import DICOMLoaderOperator
+from operators.messages import StudyOutcome
+from operators.modality_preprocessing_operator import ModalityPreprocessingOperator
+from operators.series_selector_operator import SeriesSelectorOperator
+from operators.sr_writer_operator import SRWriterOperator
+from operators.zero_shot_analyzer import ZeroShotAnalyzer
+
+
+class BiomedCLIPMapApp(Application):
+    """One run over an input folder: every study in it is analysed and reported, or accounted for.
+
+    The analyzer (model, backend, cached text embeddings) is created by the caller and passed in,
+    so a long-running DICOM node keeps it warm across runs.
+    """
+
+    def __init__(self, settings: RunSettings, analyzer: ZeroShotAnalyzer):
+        self.settings = settings
+        self.analyzer = analyzer
+        self.writer: SRWriterOperator | None = None
+        super().__init__([])
+
+    def compose(self) -> None:
+        s, model = self.settings, self.analyzer.model
+        loader = DICOMLoaderOperator(self, CountCondition(self, 1), name="dicom_loader", input_path=s.input_path, uid_salt=s.uid_salt)
+        selector = SeriesSelectorOperator(self, name="series_selector", rules_path=s.selection_rules)
+        preprocessing = ModalityPreprocessingOperator(self, name="modality_preprocessing", settings_path=s.preprocessing, mean=model.mean, std=model.std)
+        inference = BiomedCLIPInferenceOperator(self, name="biomedclip_inference", analyzer=self.analyzer)
+        self.writer = SRWriterOperator(self, name="sr_writer", output_dir=s.output_path, results_json_dir=s.results_json_dir)
+
+        self.add_flow(loader, selector)
+        self.add_flow(selector, preprocessing)
+        self.add_flow(preprocessing, inference)
+        self.add_flow(inference, self.writer)
+
+    @property
+    def outcomes(self) -> list[StudyOutcome]:
+        """How each study of the run ended (empty before `run()`)."""
+        return list(self.writer.outcomes) if self.writer else []

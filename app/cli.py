@@ -1,0 +1,162 @@
+"""Command line of biomedclip-map: `run` (the MAP contract), `demo` (sample studies end to end).
+
+Exit codes: 0 every study was reported or skipped for a stated reason; 1 at least one study
+failed internally (the others were still processed); 2 the run could not start (a setting, the
+model folder or the configuration is unusable — the message says which).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from app import APP_NAME, __version__
+
+EXIT_OK = 0
+EXIT_STUDY_FAILED = 1
+EXIT_CANNOT_START = 2
+
+logger = logging.getLogger("biomedclip_map")
+
+
+class _LibraryChatterFilter(logging.Filter):
+    """Drops open_clip's informational lines (it logs through the root logger) below WARNING."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or f"{os.sep}open_clip{os.sep}" not in record.pathname
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """One line per event on stderr; library chatter is kept to warnings and errors."""
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_LibraryChatterFilter())
+    # Holoscan asks for a 32 MiB stack; the `run` script and MAP hosts set it. Where they do not,
+    # its Python warning would repeat on every run without telling an administrator anything new.
+    warnings.filterwarnings("ignore", message="Current stack size", category=RuntimeWarning)
+    os.environ.setdefault("HOLOSCAN_LOG_LEVEL", "ERROR")
+    # pydicom reports malformed values by quoting them, which could put patient data in the log;
+    # values are validated where the product uses them instead.
+    import pydicom.config
+
+    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+    logging.getLogger("highdicom").setLevel(logging.WARNING)
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The MAP run contract (the SDK's -i/-o/-m/-w) plus this product's options."""
+    parser.add_argument("-i", "--input", help="input folder of DICOM files (default: $HOLOSCAN_INPUT_PATH, else ./input)")
+    parser.add_argument("-o", "--output", help="output folder for the DICOM results (default: $HOLOSCAN_OUTPUT_PATH, else ./output)")
+    parser.add_argument("-m", "--model", dest="models", help="folder holding the model directory 'biomedclip/' (default: $HOLOSCAN_MODEL_PATH, else ./models)")
+    parser.add_argument("-w", "--workdir", help="work folder for caches (default: $HOLOSCAN_WORKDIR, else a folder in the system temp dir)")
+    parser.add_argument("--allow-untrained", action="store_true", help="accept a model whose manifest status is 'untrained' (results are meaningless; every output says so). Also BIOMEDCLIP_MAP_ALLOW_UNTRAINED=1")
+    parser.add_argument("--backend", choices=("auto", "onnxruntime", "pytorch"), help="force an inference backend (default: auto; also BIOMEDCLIP_MAP_BACKEND)")
+    parser.add_argument("--results-json", dest="results_json", help="also write machine-readable JSON results into this folder (kept out of the DICOM output folder)")
+    parser.add_argument("--rules", help="selection rules JSON (MONAI Deploy SDK format); default: the bundled rules")
+    parser.add_argument("--tasks", help="zero-shot task YAML; default: the bundled tasks")
+    parser.add_argument("-l", "--log-level", default="INFO", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging level (default: INFO)")
+
+
+@dataclass
+class RunResult:
+    """What one MAP run did, for the exit code and the demo's summary."""
+
+    exit_code: int
+    outcomes: list = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def execute_run(args: argparse.Namespace, analyzer=None) -> RunResult:
+    """Resolve the settings, open the model (unless an open analyzer is passed), run the graph once."""
+    from app.settings import SettingsError, resolve_run_settings
+    from engines.base import BackendUnavailable
+    from engines.selection import BackendConfigError
+    from models.errors import ModelDirectoryError
+    from operators.tasks import TaskConfigError
+
+    started = time.perf_counter()
+    try:
+        settings = resolve_run_settings(
+            input_path=args.input,
+            output_path=args.output,
+            models_path=args.models,
+            work_dir=args.workdir,
+            allow_untrained=args.allow_untrained,
+            backend=args.backend,
+            results_json_dir=args.results_json,
+            selection_rules=args.rules,
+            tasks=args.tasks,
+        )
+        if analyzer is None:
+            from operators.zero_shot_analyzer import ZeroShotAnalyzer
+
+            analyzer = ZeroShotAnalyzer.open(settings)
+    except (SettingsError, ModelDirectoryError, TaskConfigError, BackendUnavailable, BackendConfigError) as exc:
+        logger.error("cannot start: %s", exc)
+        return RunResult(EXIT_CANNOT_START, seconds=time.perf_counter() - started)
+
+    from app.application import BiomedCLIPMapApp
+    from operators.messages import OutcomeStatus
+
+    app = BiomedCLIPMapApp(settings, analyzer)
+    try:
+        app.run()
+    except Exception as exc:  # the graph itself broke (not one study): report and fail the run
+        logger.error("the application graph stopped: %s: %s", type(exc).__name__, exc, exc_info=True)
+        return RunResult(EXIT_STUDY_FAILED, app.outcomes, time.perf_counter() - started)
+    outcomes = app.outcomes
+    failed = [o for o in outcomes if o.status is OutcomeStatus.FAILED]
+    reported = [o for o in outcomes if o.status is OutcomeStatus.REPORTED]
+    logger.info(
+        "run finished: %d study(ies) reported, %d with nothing to analyse, %d failed",
+        len(reported),
+        len(outcomes) - len(reported) - len(failed),
+        len(failed),
+    )
+    code = EXIT_STUDY_FAILED if failed else EXIT_OK
+    return RunResult(code, outcomes, time.perf_counter() - started)
+
+
+def map_main(argv: Sequence[str] | None = None) -> int:
+    """`python -m app` / `python3 app`: the MAP run contract, exactly as a MAP host invokes it."""
+    parser = argparse.ArgumentParser(prog="python -m app", description=f"{APP_NAME} {__version__}: MAP run")
+    add_run_arguments(parser)
+    args = parser.parse_args(argv)
+    configure_logging(args.log_level)
+    return execute_run(args).exit_code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`biomedclip-map run|demo ...` for people."""
+    parser = argparse.ArgumentParser(prog=APP_NAME, description="BiomedCLIP zero-shot analysis of DICOM studies, returned as DICOM SR")
+    parser.add_argument("--version", action="version", version=f"{APP_NAME} {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    add_run_arguments(commands.add_parser("run", help="analyse the studies of an input folder (the MAP contract)"))
+    demo = commands.add_parser("demo", help="build the sample studies and run the MAP on each, then print a summary")
+    demo.add_argument("--output", default="demo-output", help="folder for the samples and results (default: ./demo-output)")
+    demo.add_argument("--models", default="model-store", help="models folder; real BiomedCLIP weights in MODELS/biomedclip are used if present (default: ./model-store)")
+    demo.add_argument("--backend", choices=("auto", "onnxruntime", "pytorch"), help="force an inference backend")
+    demo.add_argument("-l", "--log-level", default="WARNING", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    args = parser.parse_args(argv)
+    configure_logging(args.log_level)
+    if args.command == "run":
+        return execute_run(args).exit_code
+    from app.demo import run_demo
+
+    return run_demo(Path(args.output), Path(args.models), backend=args.backend)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""The demo: sample studies built by code, the MAP run on each, a summary a person can read.
+
+Real BiomedCLIP weights are used when `MODELS/biomedclip` holds them (fetched with
+`python -m models fetch biomedclip MODELS/biomedclip`); otherwise a tiny model of the same
+architecture is built locally, and everything the demo prints and writes says it is UNTRAINED.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+from pathlib import Path
+
+from app.cli import EXIT_CANNOT_START, EXIT_OK, EXIT_STUDY_FAILED, execute_run
+from app.sample_studies import build_sample_studies
+
+logger = logging.getLogger("biomedclip_map.demo")
+
+UNTRAINED_BANNER = (
+    "NOTE: no BiomedCLIP weights found in {models}/biomedclip — this demo uses a locally built, "
+    "UNTRAINED model of the same architecture. Its findings are meaningless. For real results run:\n"
+    "      .venv/bin/python -m models fetch biomedclip {models}/biomedclip"
+)
+
+
+def choose_demo_model(models_root: Path) -> tuple[Path, bool]:
+    """The model directory the demo uses, and whether it is an untrained stand-in.
+
+    Uses `models_root/biomedclip` when it holds a model whose manifest is not `untrained`;
+    otherwise builds (once) a tiny untrained model under `models_root/untrained-tiny/biomedclip`.
+    """
+    from models.builders import build_tiny
+    from models.errors import ManifestError
+    from models.manifest import read_manifest
+
+    real = models_root / "biomedclip"
+    try:
+        if read_manifest(real).status != "untrained":
+            return real, False
+    except ManifestError:
+        pass
+    stand_in = models_root / "untrained-tiny" / "biomedclip"
+    try:
+        read_manifest(stand_in)
+    except ManifestError:
+        build_tiny(stand_in)
+    return stand_in, True
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths))  # noqa: E731
+    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+def run_demo(output: Path, models_root: Path, *, backend: str | None = None) -> int:
+    """Build the samples, run the MAP on each sample study folder, print a per-study summary."""
+    samples_dir = output / "samples"
+    results_dir = output / "results"
+    studies = build_sample_studies(samples_dir)
+    model_dir, untrained = choose_demo_model(models_root)
+    if untrained:
+        print(UNTRAINED_BANNER.format(models=models_root))
+
+    analyzer = None
+    rows: list[list[str]] = []
+    worst = EXIT_OK
+    for study in studies:
+        study_output = results_dir / study.name
+        shutil.rmtree(study_output, ignore_errors=True)
+        args = argparse.Namespace(
+            input=str(study.path),
+            output=str(study_output),
+            models=str(model_dir),
+            workdir=str(output / "work"),
+            allow_untrained=untrained,
+            backend=backend,
+            results_json=str(output / "json" / study.name),
+            rules=None,
+            tasks=None,
+        )
+        if analyzer is None:
+            from app.settings import resolve_run_settings
+            from operators.zero_shot_analyzer import ZeroShotAnalyzer
+
+            analyzer = ZeroShotAnalyzer.open(
+                resolve_run_settings(
+                    input_path=args.input, output_path=args.output, models_path=args.models,
+                    work_dir=args.workdir, allow_untrained=untrained, backend=backend,
+                )
+            )
+        result = execute_run(args, analyzer=analyzer)
+        worst = max(worst, result.exit_code)
+        if not result.outcomes:
+            rows.append([study.name, "-", "run failed (see log)", "-", f"{result.seconds:.2f} s"])
+        for outcome in result.outcomes:
+            selected = ", ".join(sorted({line.split(":")[0] for line in outcome.summary})) or "-"
+            findings = "; ".join(line.split(":", 1)[1].strip() for line in outcome.summary) or outcome.reason
+            sr = next((str(p) for p in outcome.outputs if p.name.startswith("SR")), "-")
+            rows.append([study.name, selected, findings, sr, f"{result.seconds:.2f} s"])
+
+    print()
+    print(_table(rows, ["study", "selected", "top findings", "SR", "time"]))
+    print()
+    print(f"DICOM results: {results_dir}   JSON results: {output / 'json'}")
+    if untrained:
+        print("UNTRAINED MODEL — the findings above are NOT MEANINGFUL.")
+    if worst == EXIT_CANNOT_START:
+        return EXIT_CANNOT_START
+    return EXIT_STUDY_FAILED if worst else EXIT_OK
