@@ -1,0 +1,79 @@
+"""Model administration commands: `python -m models fetch|build-tiny|build-random|verify ...`.
+
+    python -m models fetch biomedclip DIR [--revision REV]   real weights from the Hugging Face hub
+    python -m models build-tiny DIR [--seed N]                 tiny untrained model for tests
+    python -m models build-random DIR [--seed N]               full-size untrained model for benchmarks
+    python -m models verify PATH                               open a model folder and check its hash
+
+Exit status 0 on success, 2 when the model folder or its source is unusable (the message says why).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from models.errors import ModelBuildError, ModelDirectoryError
+from operators.tasks import TaskConfigError
+
+log = logging.getLogger("models")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m models", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    fetch = commands.add_parser("fetch", help="download and install real weights (needs the network)")
+    fetch.add_argument("model", choices=["biomedclip"], help="which model to fetch")
+    fetch.add_argument("directory", type=Path, help="new model folder to create")
+    fetch.add_argument("--revision", default="main", help="hub revision (branch, tag or commit) of the weights")
+    fetch.add_argument("--text-revision", default="main", help="hub revision of the text tower's config")
+    fetch.add_argument("--cache-dir", type=Path, default=None, help="Hugging Face download cache")
+
+    for name, size in (("build-tiny", "tiny (tests)"), ("build-random", "full-size, about 780 MB (benchmarks)")):
+        build = commands.add_parser(name, help=f"build a {size} BiomedCLIP-architecture model with random weights")
+        build.add_argument("directory", type=Path, help="new model folder to create")
+        build.add_argument("--seed", type=int, default=0, help="random seed of the weights")
+        build.add_argument("--tasks", type=Path, default=None, help="zero-shot task file whose prompt words go into the vocabulary")
+
+    verify = commands.add_parser("verify", help="open a model folder, verify its weights hash, print its manifest")
+    verify.add_argument("path", type=Path, help="model folder, or the models folder holding biomedclip/")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one model administration command; returns the process exit status."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    started = time.perf_counter()
+    try:
+        if args.command == "fetch":
+            from models.fetch import fetch_biomedclip
+
+            model = fetch_biomedclip(
+                args.directory, revision=args.revision, text_revision=args.text_revision, cache_dir=args.cache_dir
+            )
+        elif args.command in ("build-tiny", "build-random"):
+            from models.builders import build_random, build_tiny
+
+            build = build_tiny if args.command == "build-tiny" else build_random
+            model = build(args.directory, seed=args.seed, task_file=args.tasks)
+        else:
+            from models.directory import open_model_dir
+
+            model = open_model_dir(args.path, allow_untrained=True)
+    except (ModelDirectoryError, ModelBuildError, TaskConfigError) as exc:
+        log.error("%s", exc)
+        return 2
+    print(json.dumps({"path": str(model.path), **asdict(model.manifest)}, indent=2))
+    log.info("%s finished in %.1f s", args.command, time.perf_counter() - started)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
