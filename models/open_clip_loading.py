@@ -41,16 +41,32 @@ def create_open_clip_model(model_dir: Path, *, load_weights: bool):
     model_dir = Path(model_dir).resolve()
     document = read_open_clip_config(model_dir)
     register_timm_variants()
-    model = open_clip.create_model(
-        f"local-dir:{model_dir}",
-        load_weights=load_weights,
-        pretrained_image=False,
-        pretrained_text=False,
-        device="cpu",
-        text_cfg=local_text_cfg(model_dir, document),
-    )
+    quiet = _RandomInitNotice() if not load_weights else None
+    root = logging.getLogger()
+    if quiet:
+        root.addFilter(quiet)
+    try:
+        model = open_clip.create_model(
+            f"local-dir:{model_dir}",
+            load_weights=load_weights,
+            pretrained_image=False,
+            pretrained_text=False,
+            device="cpu",
+            text_cfg=local_text_cfg(model_dir, document),
+        )
+    finally:
+        if quiet:
+            root.removeFilter(quiet)
     model.eval()
     return model
+
+
+class _RandomInitNotice(logging.Filter):
+    """Hides open_clip's warnings that no weights were loaded, when random weights are the intent."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return "no CLIP weights found" not in message and "initialized randomly" not in message
 
 
 def load_open_clip(model: ModelDirectory, device: str = "cpu"):

@@ -1,0 +1,23 @@
+"""README command 1's job: the demo builds the samples, runs the MAP on each, prints a summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from app.demo import run_demo
+from tests.dicom_validation import run_dciodvfy
+
+
+def test_demo_reports_every_sample_study_and_says_the_model_is_untrained(tmp_path: Path, capsys):
+    code = run_demo(tmp_path / "demo", tmp_path / "models")
+    printed = capsys.readouterr().out
+
+    assert code == 0
+    for name in ["burn-photograph", "chest-radiograph", "chest-ct", "pydicom-ct", "pydicom-mr"]:
+        row = next(line for line in printed.splitlines() if line.startswith(name))
+        assert "SR-st-" in row, row
+    assert "UNTRAINED" in printed and "NOT MEANINGFUL" in printed
+    reports = sorted((tmp_path / "demo" / "results").rglob("SR-*.dcm"))
+    assert len(reports) == 5
+    assert not run_dciodvfy(reports[0]).errors
+    assert (tmp_path / "models" / "untrained-tiny" / "biomedclip" / "manifest.json").is_file()
