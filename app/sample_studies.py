@@ -71,6 +71,19 @@ def _code(value: str, scheme: str, meaning: str) -> Dataset:
     return item
 
 
+def _set_pixels(ds: Dataset, pixels: np.ndarray, bits_stored: int) -> None:
+    """Image Pixel module for unsigned greyscale (rows, cols) or interleaved RGB (rows, cols, 3)."""
+    ds.Rows, ds.Columns = pixels.shape[:2]
+    ds.SamplesPerPixel = 3 if pixels.ndim == 3 else 1
+    ds.PhotometricInterpretation = "RGB" if pixels.ndim == 3 else "MONOCHROME2"
+    if pixels.ndim == 3:
+        ds.PlanarConfiguration = 0
+    ds.BitsAllocated = pixels.dtype.itemsize * 8
+    ds.BitsStored, ds.HighBit = bits_stored, bits_stored - 1
+    ds.PixelRepresentation = 0
+    ds.PixelData = pixels.tobytes()
+
+
 def _save(ds: Dataset, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
@@ -158,15 +171,7 @@ def _write_burn_photo(dest: Path) -> None:
     ds.ContentDate, ds.ContentTime = "20260101", "120000"
     ds.AcquisitionContextSequence = []
     ds.LossyImageCompression = "00"
-    pixels = skin_photograph()
-    ds.Rows, ds.Columns = pixels.shape[:2]
-    ds.SamplesPerPixel = 3
-    ds.PhotometricInterpretation = "RGB"
-    ds.PlanarConfiguration = 0
-    ds.BitsAllocated = ds.BitsStored = 8
-    ds.HighBit = 7
-    ds.PixelRepresentation = 0
-    ds.PixelData = pixels.tobytes()
+    _set_pixels(ds, skin_photograph(), bits_stored=8)
     _save(ds, dest / "photo-001.dcm")
 
 
@@ -201,13 +206,7 @@ def _write_chest_radiograph(dest: Path) -> None:
     ds.PixelIntensityRelationship = "LIN"
     ds.PixelIntensityRelationshipSign = 1
     ds.DetectorType = "SCINTILLATOR"
-    pixels = chest_radiograph()
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
-    ds.PixelRepresentation = 0
-    ds.PixelData = pixels.tobytes()
+    _set_pixels(ds, chest_radiograph(), bits_stored=12)
     _save(ds, dest / "cxr-001.dcm")
 
 
@@ -240,13 +239,7 @@ def _write_chest_ct(dest: Path, slices: int = 12, size: int = 256) -> None:
         ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = -1024, 1, "HU"
         ds.WindowCenter, ds.WindowWidth = 40, 400
         hu = chest_ct_slice(i / max(slices - 1, 1), size)
-        stored = np.clip(np.rint(hu + 1024), 0, 4095).astype(np.uint16)
-        ds.Rows, ds.Columns = stored.shape
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
-        ds.PixelRepresentation = 0
-        ds.PixelData = stored.tobytes()
+        _set_pixels(ds, np.clip(np.rint(hu + 1024), 0, 4095).astype(np.uint16), bits_stored=12)
         _save(ds, dest / f"ct-{i + 1:03d}.dcm")
 
 
