@@ -1,0 +1,73 @@
+"""What a run leaves besides the DICOM results: the audit trail and the de-identified export.
+
+Both happen after the graph has run, when every study's outcome and output files are known:
+`prepare_run_records` checks the export folder before the run starts (a bad folder is a setting
+error, exit code 2), `record_run` exports each reported study de-identified (if configured) and
+appends one audit line per study.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from app import APP_NAME, __version__
+from app.settings import RunSettings, SettingsError
+from operators.audit import AuditContext, append_audit, record_for
+from operators.deidentify import ExportSettingsError, check_export_dir, export_study, result_files
+from operators.messages import ModelIdentity, OutcomeStatus, StudyOutcome
+
+logger = logging.getLogger("biomedclip_map.records")
+
+
+def prepare_run_records(settings: RunSettings) -> None:
+    """Check (and create) the de-identified export folder; SettingsError names the flag if unusable."""
+    if settings.deid_export_dir is not None:
+        try:
+            check_export_dir(settings.deid_export_dir, settings.output_path, settings.input_path)
+        except ExportSettingsError as exc:
+            raise SettingsError(str(exc)) from exc
+
+
+def export_deidentified(
+    outcomes: Sequence[StudyOutcome], analysed_inputs: Mapping[str, Sequence[Path]], settings: RunSettings
+) -> dict[str, int]:
+    """De-identified copies of every reported study's results (and inputs if asked); files per study ref."""
+    written: dict[str, int] = {}
+    if settings.deid_export_dir is None:
+        return written
+    for outcome in outcomes:
+        if outcome.status is not OutcomeStatus.REPORTED:
+            continue
+        inputs = list(analysed_inputs.get(outcome.study_ref, [])) if settings.deid_include_inputs else []
+        export = export_study(
+            outcome.study_ref,
+            result_files(outcome.study_ref, outcome.outputs, settings.output_path),
+            inputs,
+            settings.deid_export_dir,
+        )
+        for reason in export.left_out:
+            logger.warning("de-identified export: %s", reason)
+        written[outcome.study_ref] = len(export.written)
+        logger.info(
+            "study %s: %d de-identified file(s) written under %s", outcome.study_ref, len(export.written), settings.deid_export_dir
+        )
+    return written
+
+
+def record_run(
+    outcomes: Sequence[StudyOutcome],
+    analysed_inputs: Mapping[str, Sequence[Path]],
+    settings: RunSettings,
+    model: ModelIdentity,
+    backend: str,
+) -> None:
+    """Export (if configured), then append the run's audit lines. Raises AuditWriteError if the log cannot be written."""
+    exported = export_deidentified(outcomes, analysed_inputs, settings)
+    if settings.audit_log is None:
+        return
+    context = AuditContext(model=model, backend=backend, product=APP_NAME, version=__version__)
+    records = [record_for(o, deidentified=exported.get(o.study_ref, 0)) for o in outcomes]
+    count = append_audit(settings.audit_log, records, context)
+    logger.debug("%d audit line(s) appended to %s", count, settings.audit_log)

@@ -1,0 +1,203 @@
+"""The free-text scrubber, the clinical-context line, PHI-free logging and the installation salt."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+
+from app.log_privacy import LogRedactor, PHISafeFormatter, locate
+from app.uid_salt import installation_salt, resolve_uid_salt
+from operators.clinical_context import LINE_LIMIT, shorten
+from operators.messages import SeriesHeader, StudyHeader
+from operators.phi_text import TextScrubber, dates_in, identifiers_from_header
+
+
+def header(**attributes) -> Dataset:
+    ds = Dataset()
+    for keyword, value in attributes.items():
+        setattr(ds, keyword, value)
+    return ds
+
+
+def scrub(text: str, **attributes) -> str:
+    return TextScrubber(identifiers_from_header(header(**attributes))).scrub(text).text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Jose Muller", "Müller, José", "MÜLLER^JOSÉ^MARIA", "José Maria Müller", "J. Müller", "Muller J.", "müller josé",
+        "Dr. José Müller", "MULLER, JOSE M.",
+    ],
+)
+def test_patient_name_in_every_order_case_and_accent(text):
+    out = scrub(f"Seen today: {text} reports pain.", PatientName="Müller^José^Maria")
+    assert out == "Seen today: [NAME] reports pain." or out == "Seen today: Dr. [NAME] reports pain."
+
+
+def test_japanese_ideographic_and_phonetic_groups():
+    name = "Yamada^Tarou=山田^太郎=やまだ^たろう"
+    out = scrub("山田太郎さんは転倒。やまだ たろう。Yamada Tarou, 患者ID 12345678。", PatientName=name, PatientID="12345678")
+    assert "山田" not in out and "太郎" not in out and "やまだ" not in out and "Yamada" not in out and "12345678" not in out
+    assert "転倒" in out and "さんは" in out
+
+
+def test_empty_name_components_and_single_letter_parts_do_not_redact_everything():
+    out = scrub("A 5 mm nodule, B-lines absent. Doe was seen.", PatientName="^^Doe^^")
+    assert out == "A 5 mm nodule, B-lines absent. [NAME] was seen."
+    assert scrub("Nothing to remove here.", PatientName="^^^^") == "Nothing to remove here."
+
+
+def test_names_that_are_clinical_words_are_redacted_as_names_only():
+    kwargs = {"PatientName": "Mass^Hope", "ReferringPhysicianName": "Burn^Grace"}
+    out = scrub("Hope Mass has a mass in the left lobe; there is hope. Referred by Dr Burn for a burn.", **kwargs)
+    assert out == "[NAME] has a mass in the left lobe; there is hope. Referred by Dr [NAME] for a burn."
+    assert scrub("No mass seen. Burn of a special area.", **kwargs) == "No mass seen. Burn of a special area."
+    assert scrub("MASS was admitted; H. Mass too; seen by Hope.", **kwargs) == "[NAME] was admitted; [NAME] too; seen by [NAME]."
+
+
+def test_ids_accession_dates_phone_address_institution_from_the_header():
+    kwargs = dict(
+        PatientID="MRN-00123456", AccessionNumber="ACC998877", PatientBirthDate="19610423",
+        PatientTelephoneNumbers="(217) 555-0142", PatientAddress="12 Canary Street, Springfield",
+        InstitutionName="Riverton General Hospital",
+    )
+    text = (
+        "id MRN00123456 or 123456, acc ACC-998877, born 23.4.1961 / April 23rd, 1961 / 230461, call 217.555.0142 "
+        "or 555-0142, lives at 12 Canary Street in Springfield, treated at Riverton General Hospital."
+    )
+    out = scrub(text, **kwargs)
+    for leaked in ("123456", "998877", "1961", "0142", "Canary", "Springfield", "Riverton"):
+        assert leaked not in out, (leaked, out)
+    assert out.count("[DATE]") == 3 and "[PHONE]" in out and "[INSTITUTION]" in out
+
+
+def test_nested_sequences_and_private_pn_values_are_read():
+    ds = header(PatientName="Okafor^Chidi")
+    other = Dataset()
+    other.PatientID = "ZX998811"
+    ds.OtherPatientIDsSequence = Sequence([other])
+    block = ds.private_block(0x0011, "VENDOR", create=True)
+    block.add_new(0x01, "PN", "Adeyemi^Bola")
+    scrubber = TextScrubber(identifiers_from_header(ds))
+    assert scrubber.scrub("ZX998811 and Bola Adeyemi").text == "[ID] and [NAME]"
+
+
+@pytest.mark.parametrize(
+    ("text", "tag"),
+    [
+        ("on 2021-03-04", "[DATE]"), ("on 03/04/2021", "[DATE]"), ("on 4 March 2021", "[DATE]"), ("call (555) 123-4567", "[PHONE]"),
+        ("call +44 20 7946 0958", "[PHONE]"), ("mail a.b@example.org", "[EMAIL]"), ("SSN 123-45-6789", "[ID]"),
+        ("MRN: 7788123", "[ID]"), ("at 221B Baker Street, London", "[ADDRESS]"), ("a 93-year-old", "[AGE]"),
+        ("aged 101", "[AGE]"), ("see https://pacs.example.org/v?s=1", "[URL]"), ("host 10.1.2.3", "[IP]"),
+        ("Dr. Kapoor reviewed", "[NAME]"), ("uid 1.2.826.0.1.3680043.8.498.1", "[ID]"),
+    ],
+)
+def test_patterns_without_header_values(text, tag):
+    assert tag in TextScrubber().scrub(text).text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "A 45-year-old man, BP 120/80 mmHg, EF 55%, 3.2 x 4.1 cm, W1500/L-600, C5-C6 and L4-L5, T2-weighted, BI-RADS 4.",
+        "Series 3 image 45; CTDIvol 12.5 mGy; follow up in 6 months; since 2019; 1-2 weeks; at 08:00.",
+    ],
+)
+def test_clinical_text_is_left_alone(text):
+    result = TextScrubber().scrub(text)
+    assert result.text == text and result.total == 0
+
+
+def test_counts_per_category():
+    result = TextScrubber(identifiers_from_header(header(PatientName="Doe^Jane"))).scrub("Jane Doe, 01/02/2020, jane@x.org")
+    assert result.counts == {"NAME": 1, "DATE": 1, "EMAIL": 1}
+
+
+def test_one_megabyte_of_free_text_is_scrubbed_completely():
+    scrubber = TextScrubber(identifiers_from_header(header(PatientName="Müller^José", PatientID="ZX12345678")))
+    unit = "José Müller (ZX12345678) seen 12/03/2020 with a small mass in the left lobe. "
+    text = unit * (1_000_000 // len(unit) + 1)
+    result = scrubber.scrub(text)  # linear-time patterns: about two seconds per megabyte on the reference CPU
+    assert "Müller" not in result.text and "ZX12345678" not in result.text and "12/03/2020" not in result.text
+    assert result.text.count("small mass in the left lobe") == text.count("small mass in the left lobe")
+
+
+def test_dates_in_understands_written_forms():
+    assert {d.isoformat() for d in dates_in("23 Apr 1961")} == {"1961-04-23"}
+    assert "1961-04-23" in {d.isoformat() for d in dates_in("04/23/61")}
+    assert "1961-04-23" in {d.isoformat() for d in dates_in("19610423")}
+
+
+def test_shorten_never_cuts_inside_a_tag():
+    text = "history: " + "word " * 20 + "[NAME] and more"
+    cut = shorten(text, len(text) - 12)
+    assert cut.endswith("…") and "[NA" not in cut.replace("[NAME]", "")
+    assert len(shorten("x " * 1000, LINE_LIMIT)) <= LINE_LIMIT
+
+
+# --------------------------------------------------------------------------- logging
+
+
+def study(tmp_path: Path) -> StudyHeader:
+    ds = header(PatientName="Zqfamily^Zqgiven", PatientID="ZQ7788123", PatientBirthDate="19230417", StudyInstanceUID="1.2.826.0.1.3680043.10.99.1")
+    return StudyHeader(study_instance_uid=ds.StudyInstanceUID, ref="st-x", header=ds, series=[SeriesHeader("1.2.3.4.5.6", ds)])
+
+
+def test_log_redactor_replaces_input_paths_uids_and_identifiers(tmp_path):
+    root = tmp_path / "in"
+    redactor = LogRedactor()
+    redactor.start_run(root, "salt-for-tests")
+    redactor.register_studies([study(tmp_path)])
+    line = (
+        f"Skipped {root}/Zqfamily_Zqgiven/1.2.826.0.1.3680043.10.99.7.dcm: DICOM header cannot be read; "
+        f"patient Zqgiven Zqfamily ZQ7788123 born 1923-04-17, study 1.2.826.0.1.3680043.10.99.1, "
+        "class 1.2.840.10008.5.1.4.1.1.2, file good.dcm"
+    )
+    out = redactor.redact(line)
+    for leaked in (str(root), "Zqfamily", "Zqgiven", "ZQ7788123", "1923", "1.2.826.0.1.3680043.10.99"):
+        assert leaked not in out, (leaked, out)
+    assert out.startswith("Skipped <input>/p-") and ".dcm: DICOM header" in out
+    assert "1.2.840.10008.5.1.4.1.1.2" in out, "standard UIDs stay readable"
+    assert "good.dcm" in out
+    # the study UID's reference has the same digits as the study's ref
+    from operators.study_refs import study_ref
+
+    assert "uid-" + study_ref("1.2.826.0.1.3680043.10.99.1", "salt-for-tests")[3:] in out
+
+
+def test_formatter_redacts_exception_text_and_locate_finds_the_file(tmp_path):
+    root = tmp_path / "in"
+    folder = root / "Zqfamily_Zqgiven"
+    folder.mkdir(parents=True)
+    target = folder / "1.2.826.0.1.3680043.10.99.7.dcm"
+    target.write_bytes(b"x")
+    redactor = LogRedactor()
+    redactor.start_run(root, "salt-for-tests")
+    redactor.register_studies([study(tmp_path)])
+    formatter = PHISafeFormatter("%(message)s", redactor=redactor)
+    try:
+        raise ValueError(f"{target}: cannot decode for patient Zqfamily")
+    except ValueError:
+        import sys
+
+        record = logging.LogRecord("t", logging.ERROR, __file__, 1, "failed: %s", (str(target),), sys.exc_info())
+    text = formatter.format(record)
+    assert "Zqfamily" not in text and "1.2.826.0.1.3680043" not in text and "Traceback" in text
+    refs = [part.split(".dcm")[0] for part in text.split("/") if part.startswith(("uid-", "p-"))]
+    found = locate(root, refs, "salt-for-tests")
+    assert any(target in paths for paths in found.values()) and any(folder in paths for paths in found.values())
+
+
+def test_installation_salt_is_random_persistent_and_private(tmp_path, monkeypatch):
+    monkeypatch.delenv("BIOMEDCLIP_MAP_UID_SALT", raising=False)
+    first = installation_salt(tmp_path / "a")
+    assert len(first) == 64 and installation_salt(tmp_path / "a") == first
+    assert installation_salt(tmp_path / "b") != first
+    assert (tmp_path / "a" / "uid-salt").stat().st_mode & 0o077 == 0
+    monkeypatch.setenv("BIOMEDCLIP_MAP_UID_SALT", "site-secret")
+    assert resolve_uid_salt(tmp_path / "a") == "site-secret"
