@@ -1,6 +1,6 @@
 """The MAP's operator graph, as drawn in ARCHITECTURE.md.
 
-DICOMLoader ─► SeriesSelector ─► ModalityPreprocessing ─► BiomedCLIPInference ─► SRWriter
+DICOMLoader ─► SeriesSelector ─► ModalityPreprocessing ─► BiomedCLIPInference ─► BurnSpecialist ─► PHIScrubber ─► SRWriter
 """
 
 from __future__ import annotations
@@ -10,9 +10,11 @@ from holoscan.core import Application
 
 from app.settings import RunSettings
 from operators.biomedclip_inference_operator import BiomedCLIPInferenceOperator
+from operators.burn_specialist_operator import BurnSpecialistOperator
 from operators.dicom_loader_operator import DICOMLoaderOperator
 from operators.messages import StudyOutcome
 from operators.modality_preprocessing_operator import ModalityPreprocessingOperator
+from operators.phi_scrubber_operator import PHIScrubberOperator
 from operators.series_selector_operator import SeriesSelectorOperator
 from operators.sr_writer_operator import SRWriterOperator
 from operators.zero_shot_analyzer import ZeroShotAnalyzer
@@ -29,6 +31,7 @@ class BiomedCLIPMapApp(Application):
         self.settings = settings
         self.analyzer = analyzer
         self.writer: SRWriterOperator | None = None
+        self.scrubber: PHIScrubberOperator | None = None
         super().__init__([])
 
     def compose(self) -> None:
@@ -37,12 +40,16 @@ class BiomedCLIPMapApp(Application):
         selector = SeriesSelectorOperator(self, name="series_selector", rules_path=s.selection_rules)
         preprocessing = ModalityPreprocessingOperator(self, name="modality_preprocessing", settings_path=s.preprocessing, mean=model.mean, std=model.std)
         inference = BiomedCLIPInferenceOperator(self, name="biomedclip_inference", analyzer=self.analyzer)
+        burn = BurnSpecialistOperator(self, name="burn_specialist", analyzer=self.analyzer)
+        self.scrubber = PHIScrubberOperator(self, name="phi_scrubber")
         self.writer = SRWriterOperator(self, name="sr_writer", output_dir=s.output_path, results_json_dir=s.results_json_dir)
 
         self.add_flow(loader, selector)
         self.add_flow(selector, preprocessing)
         self.add_flow(preprocessing, inference)
-        self.add_flow(inference, self.writer)
+        self.add_flow(inference, burn)
+        self.add_flow(burn, self.scrubber)
+        self.add_flow(self.scrubber, self.writer)
 
     @property
     def outcomes(self) -> list[StudyOutcome]:

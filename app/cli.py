@@ -53,6 +53,10 @@ def configure_logging(level: str = "INFO") -> None:
 
     pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
     logging.getLogger("highdicom").setLevel(logging.WARNING)
+    # Every line is redacted (input paths, UIDs, the run's patient identifiers) before it is written.
+    from app.log_privacy import install as install_phi_safe_logging
+
+    install_phi_safe_logging(logging.getLogger().handlers, "%(asctime)s %(levelname)-7s %(name)s: %(message)s")
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -62,10 +66,15 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-m", "--model", dest="models", help="folder holding the model directory 'biomedclip/' (default: $HOLOSCAN_MODEL_PATH, else ./models)")
     parser.add_argument("-w", "--workdir", help="work folder for caches (default: $HOLOSCAN_WORKDIR, else a folder in the system temp dir)")
     parser.add_argument("--allow-untrained", action="store_true", help="accept a model whose manifest status is 'untrained' (results are meaningless; every output says so). Also BIOMEDCLIP_MAP_ALLOW_UNTRAINED=1")
-    parser.add_argument("--backend", choices=("auto", "onnxruntime", "pytorch"), help="force an inference backend (default: auto; also BIOMEDCLIP_MAP_BACKEND)")
+    parser.add_argument("--backend", choices=("auto", "tensorrt", "onnxruntime", "onnxruntime-int8", "pytorch", "pytorch-bf16"), help="force an inference backend (default: auto; also BIOMEDCLIP_MAP_BACKEND)")
     parser.add_argument("--results-json", dest="results_json", help="also write machine-readable JSON results into this folder (kept out of the DICOM output folder)")
     parser.add_argument("--rules", help="selection rules JSON (MONAI Deploy SDK format); default: the bundled rules")
     parser.add_argument("--tasks", help="zero-shot task YAML; default: the bundled tasks")
+    parser.add_argument("-t", "--triton-server-netloc", dest="triton_server_netloc", help="send inference to this Triton server, host:port (default: $TRITON_SERVER_NETLOC; unset: local inference)")
+    parser.add_argument("--triton-fallback", choices=("none", "local"), help="when the Triton server is unusable: fail (none, default) or infer locally (also BIOMEDCLIP_MAP_TRITON_FALLBACK)")
+    parser.add_argument("--audit-log", dest="audit_log", help="append one JSON line per processed study to this file (default: WORKDIR/audit.jsonl; also BIOMEDCLIP_MAP_AUDIT_LOG)")
+    parser.add_argument("--deid-export", dest="deid_export", help="also write de-identified copies (DICOM PS3.15 Basic Profile) of each study's results into this folder, outside -o (also BIOMEDCLIP_MAP_DEID_EXPORT_DIR)")
+    parser.add_argument("--deid-include-inputs", dest="deid_include_inputs", action="store_true", help="with --deid-export: also export de-identified copies of the analysed input instances (also BIOMEDCLIP_MAP_DEID_INCLUDE_INPUTS=1)")
     parser.add_argument("-l", "--log-level", default="INFO", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging level (default: INFO)")
 
 
@@ -78,9 +87,31 @@ class RunResult:
     seconds: float = 0.0
 
 
+def settings_from_args(args: argparse.Namespace):
+    """The run settings that the run-contract flags (see `add_run_arguments`) ask for."""
+    from app.settings import resolve_run_settings
+
+    return resolve_run_settings(
+        input_path=args.input,
+        output_path=args.output,
+        models_path=args.models,
+        work_dir=args.workdir,
+        allow_untrained=args.allow_untrained,
+        backend=args.backend,
+        results_json_dir=args.results_json,
+        selection_rules=args.rules,
+        tasks=args.tasks,
+        triton_server_netloc=getattr(args, "triton_server_netloc", None),
+        triton_fallback=getattr(args, "triton_fallback", None),
+        audit_log=getattr(args, "audit_log", None),
+        deid_export=getattr(args, "deid_export", None),
+        deid_include_inputs=getattr(args, "deid_include_inputs", False),
+    )
+
+
 def execute_run(args: argparse.Namespace, analyzer=None) -> RunResult:
     """Resolve the settings, open the model (unless an open analyzer is passed), run the graph once."""
-    from app.settings import SettingsError, resolve_run_settings
+    from app.settings import SettingsError
     from engines.base import BackendUnavailable
     from engines.selection import BackendConfigError
     from models.errors import ModelDirectoryError
@@ -88,17 +119,10 @@ def execute_run(args: argparse.Namespace, analyzer=None) -> RunResult:
 
     started = time.perf_counter()
     try:
-        settings = resolve_run_settings(
-            input_path=args.input,
-            output_path=args.output,
-            models_path=args.models,
-            work_dir=args.workdir,
-            allow_untrained=args.allow_untrained,
-            backend=args.backend,
-            results_json_dir=args.results_json,
-            selection_rules=args.rules,
-            tasks=args.tasks,
-        )
+        settings = settings_from_args(args)
+        from app.run_records import prepare_run_records
+
+        prepare_run_records(settings)
         if analyzer is None:
             from operators.zero_shot_analyzer import ZeroShotAnalyzer
 
@@ -117,6 +141,15 @@ def execute_run(args: argparse.Namespace, analyzer=None) -> RunResult:
         logger.error("the application graph stopped: %s: %s", type(exc).__name__, exc, exc_info=True)
         return RunResult(EXIT_STUDY_FAILED, app.outcomes, time.perf_counter() - started)
     outcomes = app.outcomes
+    from app.run_records import record_run
+    from operators.audit import AuditWriteError
+
+    try:
+        analysed = app.scrubber.analysed_inputs if app.scrubber else {}
+        record_run(outcomes, analysed, settings, analyzer.model.identity, analyzer.backend.name)
+    except AuditWriteError as exc:
+        logger.error("%s", exc)
+        return RunResult(EXIT_STUDY_FAILED, outcomes, time.perf_counter() - started)
     failed = [o for o in outcomes if o.status is OutcomeStatus.FAILED]
     reported = [o for o in outcomes if o.status is OutcomeStatus.REPORTED]
     logger.info(
@@ -139,7 +172,7 @@ def map_main(argv: Sequence[str] | None = None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`biomedclip-map run|demo ...` for people."""
+    """`biomedclip-map run|demo|serve ...` for people."""
     parser = argparse.ArgumentParser(prog=APP_NAME, description="BiomedCLIP zero-shot analysis of DICOM studies, returned as DICOM SR")
     parser.add_argument("--version", action="version", version=f"{APP_NAME} {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -147,9 +180,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo = commands.add_parser("demo", help="build the sample studies and run the MAP on each, then print a summary")
     demo.add_argument("--output", default="demo-output", help="folder for the samples and results (default: ./demo-output)")
     demo.add_argument("--models", default="model-store", help="models folder; real BiomedCLIP weights in MODELS/biomedclip are used if present (default: ./model-store)")
-    demo.add_argument("--backend", choices=("auto", "onnxruntime", "pytorch"), help="force an inference backend")
+    demo.add_argument("--backend", choices=("auto", "tensorrt", "onnxruntime", "onnxruntime-int8", "pytorch", "pytorch-bf16"), help="force an inference backend")
     demo.add_argument("-l", "--log-level", default="WARNING", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    from app.node.command import add_serve_arguments
+
+    add_serve_arguments(commands.add_parser("serve", help="run as a DICOM node: receive studies from PACS, analyse each, send the results back"))
     args = parser.parse_args(argv)
+    if args.command == "serve":
+        from app.node.command import serve_main
+
+        return serve_main(args)
     configure_logging(args.log_level)
     if args.command == "run":
         return execute_run(args).exit_code

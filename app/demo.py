@@ -48,6 +48,13 @@ def choose_demo_model(models_root: Path) -> tuple[Path, bool]:
     return stand_in, True
 
 
+def write_previews(outputs: list[Path], folder: Path) -> list[Path]:
+    """A PNG of each Secondary Capture among `outputs` (`SC-*.dcm`), written into `folder`."""
+    from operators.secondary_capture import write_png_preview
+
+    return [write_png_preview(p, folder / f"{p.stem}.png") for p in outputs if p.name.startswith("SC-")]
+
+
 def _table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths))  # noqa: E731
@@ -99,11 +106,13 @@ def run_demo(output: Path, models_root: Path, *, backend: str | None = None) -> 
             findings = "; ".join(line.split(":", 1)[1].strip() for line in outcome.summary) or outcome.reason
             sr = next((str(p) for p in outcome.outputs if p.name.startswith("SR")), "-")
             rows.append([study.name, selected, findings, sr, f"{result.seconds:.2f} s"])
+            write_previews(outcome.outputs, output / "previews" / study.name)
 
     print()
     print(_table(rows, ["study", "selected", "top findings", "SR", "time"]))
     print()
     print(f"DICOM results: {results_dir}   JSON results: {output / 'json'}")
+    print(f"Viewable images (Secondary Captures) as PNG: {output / 'previews'}")
     if untrained:
         print("UNTRAINED MODEL — the findings above are NOT MEANINGFUL.")
     if worst == EXIT_CANNOT_START:

@@ -15,6 +15,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from app.uid_salt import resolve_uid_salt
+
 CONFIG_DIR = Path(__file__).resolve().parent / "config"
 
 ENV_INPUT = "HOLOSCAN_INPUT_PATH"
@@ -25,8 +27,14 @@ ENV_ALLOW_UNTRAINED = "BIOMEDCLIP_MAP_ALLOW_UNTRAINED"
 ENV_BACKEND = "BIOMEDCLIP_MAP_BACKEND"
 ENV_UID_SALT = "BIOMEDCLIP_MAP_UID_SALT"
 ENV_RESULTS_JSON = "BIOMEDCLIP_MAP_RESULTS_JSON_DIR"
+ENV_AUDIT_LOG = "BIOMEDCLIP_MAP_AUDIT_LOG"
+ENV_DEID_EXPORT = "BIOMEDCLIP_MAP_DEID_EXPORT_DIR"
+ENV_DEID_INCLUDE_INPUTS = "BIOMEDCLIP_MAP_DEID_INCLUDE_INPUTS"
+ENV_TRITON_NETLOC = "TRITON_SERVER_NETLOC"
+ENV_TRITON_FALLBACK = "BIOMEDCLIP_MAP_TRITON_FALLBACK"
+TRITON_FALLBACK_CHOICES = ("none", "local")
 
-BACKEND_CHOICES = ("auto", "onnxruntime", "pytorch")
+BACKEND_CHOICES = ("auto", "tensorrt", "onnxruntime", "onnxruntime-int8", "pytorch", "pytorch-bf16")
 
 
 class SettingsError(ValueError):
@@ -50,6 +58,16 @@ class RunSettings:
     uid_salt: str = "biomedclip-map"
     batch_size: int = 16
     extra: dict = field(default_factory=dict)
+    audit_log: Path | None = None
+    """JSON-lines audit trail, one line per processed study (default: WORKDIR/audit.jsonl)."""
+    deid_export_dir: Path | None = None
+    """Where de-identified copies of the results go (PS3.15 Basic Profile); None: no export."""
+    deid_include_inputs: bool = False
+    """Also export de-identified copies of the analysed input instances."""
+    triton_server_netloc: str | None = None
+    """Triton server `host:port` to send inference to (MONAI Deploy SDK's TRITON_SERVER_NETLOC); None: the environment's, else local."""
+    triton_fallback: bool | None = None
+    """Fall back to local inference when the Triton server is unusable (else the run or study fails); None: the environment's."""
 
 
 def _truthy(value: str | None) -> bool:
@@ -76,6 +94,11 @@ def resolve_run_settings(
     results_json_dir: str | os.PathLike | None = None,
     selection_rules: str | os.PathLike | None = None,
     tasks: str | os.PathLike | None = None,
+    audit_log: str | os.PathLike | None = None,
+    deid_export: str | os.PathLike | None = None,
+    deid_include_inputs: bool = False,
+    triton_server_netloc: str | None = None,
+    triton_fallback: str | None = None,
 ) -> RunSettings:
     """Resolve flags, then environment, then defaults; check each path is usable for its role.
 
@@ -121,6 +144,12 @@ def resolve_run_settings(
             f"backend {chosen_backend!r} (--backend or {ENV_BACKEND}) is not one of {', '.join(BACKEND_CHOICES)}"
         )
     json_dir = results_json_dir or os.environ.get(ENV_RESULTS_JSON)
+    netloc = (triton_server_netloc or os.environ.get(ENV_TRITON_NETLOC) or "").strip() or None
+    fallback = (triton_fallback or os.environ.get(ENV_TRITON_FALLBACK) or "none").strip().lower()
+    if fallback not in TRITON_FALLBACK_CHOICES:
+        raise SettingsError(
+            f"Triton fallback {fallback!r} (--triton-fallback or {ENV_TRITON_FALLBACK}) is not one of {', '.join(TRITON_FALLBACK_CHOICES)}"
+        )
     return RunSettings(
         input_path=inp,
         output_path=out,
@@ -129,7 +158,12 @@ def resolve_run_settings(
         allow_untrained=allow_untrained or _truthy(os.environ.get(ENV_ALLOW_UNTRAINED)),
         backend=chosen_backend,
         results_json_dir=Path(json_dir) if json_dir else None,
-        uid_salt=os.environ.get(ENV_UID_SALT, "biomedclip-map"),
+        uid_salt=resolve_uid_salt(wd),
+        audit_log=Path(audit_log or os.environ.get(ENV_AUDIT_LOG) or wd / "audit.jsonl"),
+        deid_export_dir=Path(deid) if (deid := deid_export or os.environ.get(ENV_DEID_EXPORT)) else None,
+        deid_include_inputs=deid_include_inputs or _truthy(os.environ.get(ENV_DEID_INCLUDE_INPUTS)),
         selection_rules=Path(selection_rules) if selection_rules else CONFIG_DIR / "selection_rules.json",
         tasks=Path(tasks) if tasks else CONFIG_DIR / "zero_shot_tasks.yaml",
+        triton_server_netloc=netloc,
+        triton_fallback=fallback == "local",
     )

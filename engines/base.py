@@ -22,6 +22,11 @@ class BackendUnavailable(RuntimeError):
     """A backend cannot be used here (library missing, export failed, no device); the message says why."""
 
 
+class BackendNotApplicable(BackendUnavailable):
+    """The backend does not apply to this host at all (e.g. TensorRT without a GPU): an expected condition,
+    so `auto` notes it at INFO level instead of warning about it."""
+
+
 class InferenceBackend(ABC):
     """Embeds images and texts with one model; `name` says which runtime and device, e.g. `onnxruntime-cpu`."""
 

@@ -15,13 +15,32 @@ Code value     Code meaning
 =============  ===========================================================================
 ZERO-SHOT      Zero-shot image-text classification (the measurement method of a group)
 (labels)       Label codes that the zero-shot task file gives in 99BMCLIP, e.g. BURN-WOUND
+BURN-ANALYSIS  Burn photograph analysis (method of a burn measurement group)
+BURN-DEPTH     Burn depth (qualitative evaluation; values from app/config/burn.yaml)
+BURN-SPT       Superficial partial-thickness burn of skin (no SNOMED CT concept verified)
+BURN-DPT       Deep partial-thickness burn of skin (no SNOMED CT concept verified)
+COLOUR-MAP     Colour wound map (per-pixel classification in CIELAB)
+RULE-OF-NINES  Rule of nines (adult)
+LUND-BROWDER   Lund and Browder chart (adult)
+SKIN-AREA      Visible skin, percent of image
+WOUND-AREA     Wound area, percent of visible skin
+REGION-SHARE   Imaged body region, percent of total body surface area
+TBSA-EST       Estimated burned total body surface area
+NOT-ESTIMABLE  Not estimable from this image
+NOT-MEASURED   Not measured
+FLAG-SURGICAL  Needs surgical assessment
+FLAG-SPECIAL   Burn of a special area
+FLAG-REFERRAL  Burn centre referral suggested (ABA criteria)
+FLAG-REVIEW    Requires clinician review
+WC-MOIST, ...  Wound colour classes without a SNOMED CT concept (app/config/burn.yaml)
 =============  ===========================================================================
 
 Derived concepts: for every label code (scheme S, value V, meaning M) the concept
 "probability of that label" has code value ``P-<S>-<V>`` and code meaning
 ``Probability of <M>`` in 99BMCLIP, e.g. ``P-SCT-233604007`` "Probability of Pneumonia".
-Values longer than 16 characters are carried in Long Code Value (PS3.3 8.8), which highdicom
-chooses by itself.
+Likewise, the area of a wound colour class (S, V, M) is ``A-<S>-<V>`` "Area of <M>, percent of
+visible skin". Values longer than 16 characters are carried in Long Code Value (PS3.3 8.8), which
+highdicom chooses by itself.
 """
 
 from __future__ import annotations
@@ -127,3 +146,52 @@ def procedure_reported(modality: str) -> CodedConcept:
     else:
         code = codes.cid100.ImagingProcedure
     return CodedConcept.from_code(code)
+
+
+# --------------------------------------------------------------------------- burn specialist
+
+#: Measurement method of a burn measurement group (one per analysed burn photograph).
+BURN_METHOD = CodedConcept("BURN-ANALYSIS", LOCAL_SCHEME, "Burn photograph analysis")
+#: Method of the wound areas: per-pixel colour classification (operators/wound_colour.py).
+COLOUR_WOUND_MAP = CodedConcept("COLOUR-MAP", LOCAL_SCHEME, "Colour wound map (CIELAB)")
+#: Methods of the %TBSA estimate, by the rule the region's share comes from.
+RULE_OF_NINES = CodedConcept("RULE-OF-NINES", LOCAL_SCHEME, "Rule of nines (adult)")
+LUND_BROWDER = CodedConcept("LUND-BROWDER", LOCAL_SCHEME, "Lund and Browder chart (adult)")
+
+BURN_DEPTH = Code(LOCAL_SCHEME, "BURN-DEPTH", "Burn depth")
+SKIN_AREA = Code(LOCAL_SCHEME, "SKIN-AREA", "Visible skin, percent of image")
+WOUND_AREA = Code(LOCAL_SCHEME, "WOUND-AREA", "Wound area, percent of visible skin")
+REGION_SHARE = Code(LOCAL_SCHEME, "REGION-SHARE", "Imaged body region, percent of total body surface area")
+TBSA_ESTIMATE = Code(LOCAL_SCHEME, "TBSA-EST", "Estimated burned total body surface area")
+NOT_ESTIMABLE = Code(LOCAL_SCHEME, "NOT-ESTIMABLE", "Not estimable from this image")
+NOT_MEASURED = Code(LOCAL_SCHEME, "NOT-MEASURED", "Not measured")
+
+FLAG_SURGICAL = Code(LOCAL_SCHEME, "FLAG-SURGICAL", "Needs surgical assessment")
+FLAG_SPECIAL_AREA = Code(LOCAL_SCHEME, "FLAG-SPECIAL", "Burn of a special area")
+FLAG_REFERRAL = Code(LOCAL_SCHEME, "FLAG-REFERRAL", "Burn centre referral suggested (ABA criteria)")
+FLAG_REVIEW = Code(LOCAL_SCHEME, "FLAG-REVIEW", "Requires clinician review")
+
+#: Values of the flags (SNOMED CT qualifier values).
+YES = Code("SCT", "373066001", "Yes")
+NO = Code("SCT", "373067005", "No")
+UNKNOWN = Code("SCT", "261665006", "Unknown")
+
+#: Laterality of a finding site (SNOMED CT), by the DICOM Laterality value.
+LATERALITY = {"L": Code("SCT", "7771000", "Left"), "R": Code("SCT", "24028007", "Right")}
+
+#: Prefix of the code value of a derived "Area of <wound class>" concept.
+AREA_PREFIX = "A-"
+
+
+def area_concept(wound_class: Code) -> Code:
+    """The 99BMCLIP concept "Area of <class>, percent of visible skin" of a wound colour class."""
+    return Code(
+        scheme=LOCAL_SCHEME,
+        value=f"{AREA_PREFIX}{wound_class.scheme}-{wound_class.value}",
+        meaning=f"Area of {wound_class.meaning}, percent of visible skin",
+    )
+
+
+def tbsa_method(rule: str) -> CodedConcept:
+    """The coded method of a %TBSA estimate whose region share comes from `rule` (burn.yaml words)."""
+    return LUND_BROWDER if "lund" in rule.lower() else RULE_OF_NINES

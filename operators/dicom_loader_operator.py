@@ -7,6 +7,7 @@ from pathlib import Path
 
 from holoscan.core import Operator, OperatorSpec
 
+from app.log_privacy import scan_logging
 from operators.dicom_scan import scan_input
 from operators.messages import Batch
 
@@ -30,7 +31,10 @@ class DICOMLoaderOperator(Operator):
         spec.output("out")
 
     def compute(self, op_input, op_output, context) -> None:
-        scan = scan_input(self.input_path, salt=self.uid_salt)
+        # Lines the scan logs are held until its studies' identifiers are known to the log redactor.
+        with scan_logging(self.input_path, self.uid_salt) as register_studies:
+            scan = scan_input(self.input_path, salt=self.uid_salt)
+            register_studies(scan.studies)
         if not scan.studies:
             logger.warning(
                 "no analysable DICOM instances in %s (%d file(s) skipped); nothing to analyse",

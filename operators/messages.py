@@ -20,7 +20,7 @@ from typing import Generic, TypeVar
 import numpy as np
 from pydicom.dataset import Dataset
 
-from operators.tasks import ZeroShotTask
+from operators.tasks import Code, ZeroShotTask
 
 T = TypeVar("T")
 
@@ -75,6 +75,8 @@ class StudyHeader:
     ref: str
     header: Dataset
     series: list[SeriesHeader] = field(default_factory=list)
+    #: Seconds each stage spent on this study, filled in by `study_batch.advance` (for the audit trail).
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- outcomes
@@ -96,6 +98,10 @@ class StudyOutcome:
     stage: str = ""
     outputs: list[Path] = field(default_factory=list)
     summary: list[str] = field(default_factory=list)
+    #: The study's per-stage seconds (`StudyHeader.timings`) and free-text redactions per category,
+    #: for the audit trail (counts only, never values).
+    timings: dict[str, float] = field(default_factory=dict)
+    redactions: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -160,6 +166,101 @@ class PreparedStudy:
     left_out: int = 0
 
 
+# --------------------------------------------------------------------------- burn specialist
+
+
+class FlagValue(str, enum.Enum):
+    """The value of a clinical flag: raised, not raised, or not decidable from the data."""
+
+    YES = "yes"
+    NO = "no"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class BurnFlag:
+    """A clinical flag of the burn specialist: its concept, its value and, in words, the inputs it used."""
+
+    concept: Code
+    value: FlagValue
+    inputs: str
+
+
+@dataclass(frozen=True)
+class ImagedRegion:
+    """The body region a photograph shows, as its header says (finding site, TBSA share, special area).
+
+    `share_percent` is the region's share of the total body surface (None: the table has none, e.g.
+    a joint) by `share_rule`; `source` names the attribute the region was read from.
+    """
+
+    name: str
+    site: Code
+    laterality: str
+    source: str
+    share_percent: float | None
+    share_rule: str
+    special: FlagValue
+    special_reason: str
+
+
+@dataclass(frozen=True)
+class WoundArea:
+    """The area of one wound colour class, as a percentage of the visible skin."""
+
+    concept: Code
+    name: str
+    percent_of_skin: float
+
+
+@dataclass(frozen=True)
+class WoundMapSummary:
+    """What the colour analysis measured; percentages are None when it could not measure (`note` says why)."""
+
+    measured: bool
+    note: str
+    skin_percent_of_image: float | None = None
+    wound_percent_of_skin: float | None = None
+    classes: tuple[WoundArea, ...] = ()
+    analysed_size: tuple[int, int] = (0, 0)
+
+
+@dataclass(frozen=True)
+class TbsaEstimate:
+    """Estimated burned %TBSA (None: not estimable from this image) and how, or why not, in words."""
+
+    percent: float | None
+    method: str
+
+
+@dataclass
+class BurnImageFindings:
+    """The burn specialist's findings for one photograph; `overlay` is the image for the Secondary Capture."""
+
+    source: ImageSource
+    depth_probabilities: np.ndarray
+    wound_map: WoundMapSummary
+    region: ImagedRegion | None
+    tbsa: TbsaEstimate
+    flags: tuple[BurnFlag, ...]
+    overlay: np.ndarray | None = None
+
+
+@dataclass
+class BurnFindings:
+    """Burn findings of one series: the depth task (labels in probability order), per-photograph findings."""
+
+    depth_task: ZeroShotTask
+    images: list[BurnImageFindings]
+    depth_method: str
+
+    @staticmethod
+    def top(task: ZeroShotTask, probabilities: np.ndarray) -> tuple[str, float]:
+        """The most probable depth class's name and its probability."""
+        index = int(np.argmax(probabilities))
+        return task.labels[index].name, float(probabilities[index])
+
+
 # --------------------------------------------------------------------------- inference
 
 
@@ -196,6 +297,8 @@ class SeriesAnalysis:
     images: list[ImageFindings]
     probabilities: np.ndarray
     preprocessing: str
+    #: The burn specialist's findings, for series of a burn-photograph selection (else None).
+    burn: BurnFindings | None = None
 
     @property
     def top_label(self) -> str:
@@ -215,3 +318,8 @@ class StudyAnalysis:
     model: ModelIdentity
     backend: str
     left_out: int = 0
+    #: Narrative lines built from the study's DICOM free text, already scrubbed by the PHIScrubber;
+    #: the SR writer writes them as they are. Empty until the PHIScrubber has run.
+    clinical_context: tuple[str, ...] = ()
+    #: Redactions the PHIScrubber made in this study's free text, per category (counts only).
+    redactions: dict[str, int] = field(default_factory=dict)

@@ -26,7 +26,7 @@ from pydicom.sr.codedict import codes
 
 from operators import coding
 from operators.messages import ImageSource
-from operators.sr_content import LabelProbability, ReportFindings, SeriesFindings
+from operators.sr_content import BurnGroupFindings, BurnMeasurement, LabelProbability, ReportFindings, SeriesFindings
 
 
 class ReportReadError(ValueError):
@@ -123,11 +123,53 @@ def read_findings(path_or_dataset: str | os.PathLike | Dataset) -> ReportFinding
         root, name=coding.QUALITATIVE_EVALUATIONS, value_type=ValueTypeValues.CONTAINER
     )
     narrative = [text for container in narrative_containers for text in _texts(container, coding.COMMENT)]
+    groups = content.get_image_measurement_groups()
     return ReportFindings(
-        series=tuple(_series_findings(group, where) for group in content.get_image_measurement_groups()),
+        series=tuple(_series_findings(group, where) for group in groups if not _is_burn_group(group)),
         evidence=frozenset(
             (str(sop_class_uid), str(sop_instance_uid))
             for _study, _series, sop_instance_uid, sop_class_uid in document.get_evidence()
         ),
         narrative=tuple(narrative),
+        burn=tuple(_burn_findings(group, where) for group in groups if _is_burn_group(group)),
+    )
+
+
+def _is_burn_group(group: MeasurementsAndQualitativeEvaluations) -> bool:
+    """Whether a measurement group is a burn group (method 99BMCLIP BURN-ANALYSIS)."""
+    return group.method == coding.BURN_METHOD
+
+
+def _burn_findings(group: MeasurementsAndQualitativeEvaluations, where: str) -> BurnGroupFindings:
+    """One burn measurement group as `BurnGroupFindings`."""
+    root = group[0]
+    evaluations = tuple(
+        (coding.as_code(item.name), coding.as_code(item.value)) for item in group.get_qualitative_evaluations()
+    )
+    depth = [value for name, value in evaluations if name == coding.BURN_DEPTH]
+    names = _texts(root, CodedConcept.from_code(codes.DCM.AlgorithmName))
+    versions = _texts(root, CodedConcept.from_code(codes.DCM.AlgorithmVersion))
+    if len(depth) != 1 or len(names) != 1 or len(versions) != 1 or len(group.source_images) != 1:
+        raise ReportReadError(
+            f"{where}: a burn measurement group needs one burn depth, one algorithm name and version and one source image"
+        )
+    image = group.source_images[0]
+    frames = image.referenced_frame_numbers
+    sites = group.finding_sites
+    site = sites[0] if sites else None
+    return BurnGroupFindings(
+        tracking_identifier=str(group.tracking_identifier or ""),
+        source_image=ImageSource(
+            str(image.referenced_sop_class_uid), str(image.referenced_sop_instance_uid), int(frames[0]) if frames else None
+        ),
+        finding_site=coding.as_code(site.value) if site is not None else None,
+        laterality=coding.as_code(site.laterality) if site is not None and site.laterality is not None else None,
+        depth=depth[0],
+        measurements=tuple(
+            BurnMeasurement(coding.as_code(m.name), float(m.value), coding.as_code(m.method))
+            for m in group.get_measurements()
+        ),
+        evaluations=evaluations,
+        algorithm_name=names[0],
+        algorithm_version=versions[0],
     )

@@ -10,11 +10,13 @@ from holoscan.core import Operator, OperatorSpec
 from pydicom.uid import generate_uid
 
 from app import APP_NAME, __version__
+from operators.burn_analysis import burn_summary
 from operators.dicom_output import write_dataset_atomically
 from operators.messages import OutcomeStatus, StudyAnalysis, StudyOutcome
 from operators.result_json import write_result_json
 from operators.sr_content import DeviceIdentity, build_report
 from operators.study_batch import advance
+from operators.study_captures import build_study_captures, write_study_captures
 
 logger = logging.getLogger("biomedclip_map.sr_writer")
 
@@ -29,17 +31,24 @@ THIS_DEVICE = DeviceIdentity(
 def write_study_report(
     analysis: StudyAnalysis, output_dir: Path, results_json_dir: Path | None, device: DeviceIdentity = THIS_DEVICE
 ) -> StudyOutcome:
-    """Build the study's SR, write it (and the JSON results where configured), say what was written."""
-    report = build_report(analysis, device=device, complete=analysis.left_out == 0)
+    """Build the study's SR and viewable images, write them (and the JSON results where configured), say what was written."""
+    # clinical_context was built from the study's free text and scrubbed by the PHIScrubber.
+    report = build_report(analysis, device=device, complete=analysis.left_out == 0, extra_text=analysis.clinical_context)
+    captures = build_study_captures(analysis, device)  # viewable images, built before anything is written
     name = f"SR-{analysis.study.ref}.dcm"
     outputs = [write_dataset_atomically(report, output_dir, name)]
+    outputs.extend(write_study_captures(captures, output_dir, analysis.study.ref))
     if results_json_dir is not None:
         outputs.append(write_result_json(analysis, results_json_dir, name))
     summary = [f"{s.selection.selection_name}: {s.top_label} {s.top_probability:.0%}" for s in analysis.series]
+    summary.extend(burn_summary(analysis))
     logger.info("study %s: report written to %s (%s)", analysis.study.ref, outputs[0], "; ".join(summary))
     if analysis.model.untrained:
         logger.warning("study %s: the model is UNTRAINED; the report's findings are meaningless", analysis.study.ref)
-    return StudyOutcome(study_ref=analysis.study.ref, status=OutcomeStatus.REPORTED, outputs=outputs, summary=summary)
+    return StudyOutcome(
+        study_ref=analysis.study.ref, status=OutcomeStatus.REPORTED, outputs=outputs, summary=summary,
+        timings=analysis.study.timings, redactions=dict(analysis.redactions),
+    )
 
 
 class SRWriterOperator(Operator):

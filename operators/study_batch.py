@@ -42,6 +42,7 @@ def advance(
         try:
             produced = step(item)
         except Exception as exc:  # one study's failure must not stop the others
+            study.timings[stage] = round(time.perf_counter() - started, 4)
             logger.error(
                 "study %s failed in %s: %s: %s", study.ref, stage, type(exc).__name__, exc, exc_info=True
             )
@@ -51,11 +52,14 @@ def advance(
                     status=OutcomeStatus.FAILED,
                     reason=f"{type(exc).__name__}: {exc}",
                     stage=stage,
+                    timings=study.timings,
                 )
             )
             continue
-        logger.debug("study %s: %s took %.3f s", study.ref, stage, time.perf_counter() - started)
+        study.timings[stage] = round(time.perf_counter() - started, 4)
+        logger.debug("study %s: %s took %.3f s", study.ref, stage, study.timings[stage])
         if isinstance(produced, StudyOutcome):
+            produced.timings = study.timings  # the same dict: later stages' times show in the outcome too
             result.ended.append(produced)
         else:
             result.items.append(produced)

@@ -58,7 +58,10 @@ class ZeroShotAnalyzer:
                 identity.name,
                 identity.version,
             )
-        backend = open_backend(model, settings.backend, work_dir=settings.work_dir)
+        backend = open_backend(
+            model, settings.backend, work_dir=settings.work_dir,
+            triton_server_netloc=settings.triton_server_netloc, triton_fallback=settings.triton_fallback,
+        )
         logger.info(
             "model %s %s (sha256 %s…, status %s) on backend %s",
             identity.name,

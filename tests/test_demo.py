@@ -20,4 +20,6 @@ def test_demo_reports_every_sample_study_and_says_the_model_is_untrained(tmp_pat
     reports = sorted((tmp_path / "demo" / "results").rglob("SR-*.dcm"))
     assert len(reports) == 5
     assert not run_dciodvfy(reports[0]).errors
+    previews = sorted((tmp_path / "demo" / "previews").rglob("SC-*.png"))
+    assert len(previews) == 5 and "previews" in printed, "a PNG of each viewable image (Secondary Capture)"
     assert (tmp_path / "models" / "untrained-tiny" / "biomedclip" / "manifest.json").is_file()

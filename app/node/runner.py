@@ -77,7 +77,8 @@ def run_argv(config: NodeConfig, input_dir: Path, output_dir: Path) -> list[str]
 
 def open_analyzer(config: NodeConfig, scratch: Path):
     """Open the model once for the node's lifetime; ModelUnavailable naming what to fix."""
-    from app.settings import SettingsError, resolve_run_settings
+    from app.cli import settings_from_args
+    from app.settings import SettingsError
     from engines.base import BackendUnavailable
     from engines.selection import BackendConfigError
     from models.errors import ModelDirectoryError
@@ -86,17 +87,7 @@ def open_analyzer(config: NodeConfig, scratch: Path):
 
     args = run_parser().parse_args(run_argv(config, scratch, scratch / "model-check-output"))
     try:
-        settings = resolve_run_settings(
-            input_path=args.input,
-            output_path=args.output,
-            models_path=args.models,
-            work_dir=args.workdir,
-            allow_untrained=args.allow_untrained,
-            backend=args.backend,
-            results_json_dir=args.results_json,
-            selection_rules=args.rules,
-            tasks=args.tasks,
-        )
+        settings = settings_from_args(args)
         return ZeroShotAnalyzer.open(settings)
     except (SettingsError, ModelDirectoryError, TaskConfigError, BackendUnavailable, BackendConfigError) as exc:
         raise ModelUnavailable(

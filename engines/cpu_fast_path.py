@@ -1,0 +1,289 @@
+"""The fast CPU path: the fastest reduced-precision backend that gives the float32 answers on this CPU.
+
+Under `auto`, after TensorRT, the CPU slot of the backend order opens this instead of plain ONNX
+Runtime float32. Two paths are known:
+
+    onnxruntime-int8   INT8 image tower (engines/quantization.py); offered when the CPU has INT8
+                       dot-product instructions (AVX2, AVX-VNNI, AVX512-VNNI, AMX-INT8, Arm dotprod)
+    pytorch-bf16       PyTorch bfloat16 autocast; offered only where bfloat16 is native
+                       (AMX-BF16 or AVX512-BF16): emulated bfloat16 is slower than float32
+
+Each offered path must pass the parity gate (engines/parity_gate.py: bf16 cosine ≥ 0.999; INT8
+cosine ≥ 0.99 and the same zero-shot top-1 label on ≥ 98% of the probe decisions) and be at
+least `MIN_SPEEDUP` times faster than float32 in the gate's own timing; the fastest one that does
+is used. The gate runs once per
+(model weights, path, runtime version, CPU instructions) and its result is kept in the work folder.
+When no path qualifies, ONNX Runtime float32 is used and one log line says why (INFO when the CPU
+simply lacks the instructions, WARNING when a path was tried and failed). A GPU (ONNX Runtime's
+CUDA provider) makes the CPU paths moot: plain ONNX Runtime is opened then.
+
+Forcing `--backend onnxruntime-int8` or `pytorch-bf16` skips the CPU check but never the gate: a
+forced path that fails it is an error naming the figures.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from engines.base import BackendUnavailable, InferenceBackend
+from engines.cpu_features import CpuFeatures, read_cpu_features
+from engines.onnx_export import OnnxExportError
+from engines.onnx_files import onnx_files_for
+from engines.parity_gate import (
+    BF16_THRESHOLDS,
+    INT8_THRESHOLDS,
+    SHIPPED_GATES_SUBDIR,
+    GateRecords,
+    GateResult,
+    GateThresholds,
+    evaluate_gate,
+    gate_key,
+)
+from models.directory import ModelDirectory
+
+log = logging.getLogger(__name__)
+
+INT8_PATH = "onnxruntime-int8"
+BF16_PATH = "pytorch-bf16"
+MIN_SPEEDUP = 1.2
+"""A path must be at least this much faster than float32 in the gate's timing to be worth its reduced
+precision; the margin also keeps the choice stable against timing noise on busy hosts."""
+
+
+def _open_int8(model: ModelDirectory, work_dir: Path) -> InferenceBackend:
+    from engines.onnxruntime_int8_backend import OnnxRuntimeInt8Backend
+
+    return OnnxRuntimeInt8Backend(model, work_dir)
+
+
+def _open_bf16(model: ModelDirectory, work_dir: Path) -> InferenceBackend:
+    try:
+        from engines.pytorch_bf16_backend import PyTorchBf16Backend
+    except ImportError as exc:
+        raise BackendUnavailable(f"PyTorch/open_clip is not installed ({exc})") from exc
+    return PyTorchBf16Backend(model)
+
+
+def _int8_not_offered(features: CpuFeatures) -> str | None:
+    if features.int8_kernel is None:
+        return (
+            "the CPU has no INT8 dot-product instructions (AVX2, AVX-VNNI, AVX512-VNNI, AMX-INT8 or Arm dotprod); "
+            f"found {features.kernel_signature()}"
+        )
+    return None
+
+
+def _bf16_not_offered(features: CpuFeatures) -> str | None:
+    if features.bf16_kernel is None:
+        return f"bfloat16 is emulated on this CPU (no AMX-BF16 or AVX512-BF16; found {features.kernel_signature()}) and slower than float32"
+    return None
+
+
+def _int8_recipe() -> str:
+    from engines.quantization import RECIPE
+
+    return RECIPE
+
+
+@dataclass(frozen=True)
+class FastPath:
+    """One reduced-precision CPU path: how to open it, when it is offered, what it must reach."""
+
+    name: str
+    opener: Callable[[ModelDirectory, Path], InferenceBackend]
+    not_offered: Callable[[CpuFeatures], str | None]
+    thresholds: GateThresholds
+    runtime_package: str
+    recipe: Callable[[], str]
+
+
+FAST_PATHS: tuple[FastPath, ...] = (
+    FastPath(INT8_PATH, _open_int8, _int8_not_offered, INT8_THRESHOLDS, "onnxruntime", _int8_recipe),
+    FastPath(BF16_PATH, _open_bf16, _bf16_not_offered, BF16_THRESHOLDS, "torch", lambda: "torch-cpu-autocast-bf16-v1"),
+)
+PATHS_BY_NAME = {path.name: path for path in FAST_PATHS}
+
+
+def package_version(name: str) -> str:
+    """The installed version of a distribution, without importing it ('absent' if not installed)."""
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "absent"
+
+
+def gate_ingredients(path: FastPath, features: CpuFeatures) -> dict:
+    """What besides the weights can change a path's answers: recipe, runtime version, CPU kernels, thresholds."""
+    return {
+        "recipe": path.recipe(),
+        "runtime": f"{path.runtime_package} {package_version(path.runtime_package)}",
+        "cpu": features.kernel_signature(),
+        "thresholds": asdict(path.thresholds),
+    }
+
+
+def gate_records(model: ModelDirectory, work_dir: Path) -> GateRecords:
+    """The gate records of a run: shipped in the model folder (`onnx/gates/`), then the work folder."""
+    return GateRecords(work_dir, model.shipped_onnx_dir / SHIPPED_GATES_SUBDIR)
+
+
+def bundled_class_sets(backend: InferenceBackend, model: ModelDirectory, work_dir: Path) -> list[np.ndarray]:
+    """Class embeddings of every task in the bundled task file, through the work folder's text cache."""
+    from app.settings import CONFIG_DIR
+    from engines.text_cache import TextEmbeddingCache
+    from engines.tokenizer import TextTokenizer
+    from operators.tasks import load_tasks
+    from operators.zero_shot import class_embeddings
+
+    tasks = load_tasks(CONFIG_DIR / "zero_shot_tasks.yaml")
+    tokenizer = TextTokenizer.from_model(model)
+    cache = TextEmbeddingCache.in_work_dir(work_dir)
+    return [class_embeddings(backend, tokenizer, task, cache) for _, task in sorted(tasks.tasks.items())]
+
+
+def run_gate(path: FastPath, candidate: InferenceBackend, model: ModelDirectory, work_dir: Path, key: str, details: dict) -> GateResult:
+    """Compare `candidate` with its own float32 reference on the probe set built from the sample studies."""
+    from engines.calibration import probe_images, sample_study_images
+
+    base = sample_study_images(size=model.image_size, mean=model.mean, std=model.std)
+    probes = probe_images(base, size=model.image_size, mean=model.mean, std=model.std)
+    reference = candidate.float32_image_encoder()  # type: ignore[attr-defined]
+    return evaluate_gate(
+        path=path.name,
+        key=key,
+        reference=reference,
+        candidate=candidate.encode_images,
+        probes=probes,
+        class_sets=bundled_class_sets(candidate, model, work_dir),
+        thresholds=path.thresholds,
+        details=details,
+    )
+
+
+def gated_result(
+    path: FastPath, model: ModelDirectory, work_dir: Path, features: CpuFeatures, records: GateRecords
+) -> tuple[GateResult, InferenceBackend | None]:
+    """The gate result of `path` (stored, or run now and stored) and the backend if it had to be opened.
+
+    Raises BackendUnavailable when the path cannot be opened, and lets the gate's own errors
+    through (the caller decides whether that is a fallback or an error).
+    """
+    details = gate_ingredients(path, features)
+    key = gate_key(model.sha256, path.name, details)
+    stored = records.load(key)
+    if stored is not None:
+        return stored, None
+    candidate = path.opener(model, work_dir)
+    log.info("checking the %s path against float32 on the probe set (once per model, runtime and CPU)", path.name)
+    try:
+        result = run_gate(path, candidate, model, work_dir, key, details)
+    except BaseException:
+        candidate.close()
+        raise
+    records.store(result)
+    return result, candidate
+
+
+def _float32_backend(model: ModelDirectory, work_dir: Path) -> InferenceBackend:
+    from engines.onnxruntime_backend import OnnxRuntimeBackend
+
+    return OnnxRuntimeBackend(model, work_dir, allow_cuda=False)
+
+
+def open_fastest_cpu_backend(model: ModelDirectory, work_dir: Path, *, features: CpuFeatures | None = None) -> InferenceBackend:
+    """`auto`'s CPU slot: the fastest gated reduced-precision path, else ONNX Runtime float32 (one log line why).
+
+    Raises BackendUnavailable only when ONNX Runtime itself cannot be used (not installed, no ONNX
+    files and no way to export them), exactly as the plain ONNX Runtime backend would.
+    """
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise BackendUnavailable(f"onnxruntime is not installed ({exc})") from exc
+    from engines.onnxruntime_backend import CUDA_PROVIDER, OnnxRuntimeBackend
+
+    if CUDA_PROVIDER in ort.get_available_providers():
+        return OnnxRuntimeBackend(model, work_dir)  # a GPU is there: the CPU paths would only be slower
+    try:
+        onnx_files_for(model, work_dir)  # an unusable export is ONNX Runtime's failure: reported once, by the caller
+    except OnnxExportError as exc:
+        raise BackendUnavailable(str(exc)) from exc
+    features = features or read_cpu_features()
+    records = gate_records(model, work_dir)
+    not_used: list[str] = []
+    trouble = False
+    qualified: list[GateResult] = []
+    opened: dict[str, InferenceBackend] = {}
+    for path in FAST_PATHS:
+        reason = path.not_offered(features)
+        if reason is not None:
+            not_used.append(f"{path.name}: {reason}")
+            continue
+        try:
+            result, backend = gated_result(path, model, work_dir, features, records)
+        except BackendUnavailable as exc:
+            not_used.append(f"{path.name} cannot be opened ({exc})")
+            trouble = True
+            continue
+        except Exception as exc:  # the optional path must never stop the run: fall back and say why
+            not_used.append(f"{path.name}: the parity gate could not run ({type(exc).__name__}: {exc})")
+            trouble = True
+            continue
+        if backend is not None:
+            opened[path.name] = backend
+        if not result.passed:
+            not_used.append(f"{path.name} failed the parity gate ({result.reason})")
+            trouble = True
+        elif result.images_per_s < MIN_SPEEDUP * result.reference_images_per_s:
+            not_used.append(
+                f"{path.name} is not clearly faster than float32 on this CPU "
+                f"({result.images_per_s:.2f} vs {result.reference_images_per_s:.2f} images/s; needs {MIN_SPEEDUP}×)"
+            )
+        else:
+            qualified.append(result)
+    chosen: InferenceBackend | None = None
+    if qualified:
+        best = max(qualified, key=lambda r: r.images_per_s)
+        try:
+            chosen = opened.pop(best.path, None) or PATHS_BY_NAME[best.path].opener(model, work_dir)
+        except BackendUnavailable as exc:
+            not_used.append(f"{best.path} passed the parity gate but cannot be opened now ({exc})")
+            trouble = True
+        else:
+            log.info("fast CPU path %s: %s", best.path, best.summary())
+    for backend in opened.values():
+        backend.close()
+    if chosen is not None:
+        return chosen
+    log.log(
+        logging.WARNING if trouble else logging.INFO,
+        "fast CPU path not used (%s); using ONNX Runtime float32",
+        "; ".join(not_used),
+    )
+    return _float32_backend(model, work_dir)
+
+
+def open_forced_fast_path(name: str, model: ModelDirectory, work_dir: Path, *, features: CpuFeatures | None = None) -> InferenceBackend:
+    """A fast path forced by configuration: opened whatever the CPU, but only if it passes the parity gate."""
+    path = PATHS_BY_NAME[name]
+    features = features or read_cpu_features()
+    reason = path.not_offered(features)
+    if reason is not None:
+        log.info("%s is forced although %s", name, reason)
+    try:
+        result, backend = gated_result(path, model, work_dir, features, gate_records(model, work_dir))
+    except BackendUnavailable:
+        raise  # already says why the forced path cannot be opened
+    except Exception as exc:  # the gate's failure makes the forced path unusable, with the reason
+        raise BackendUnavailable(f"the parity gate of {name} could not run ({type(exc).__name__}: {exc})") from exc
+    if not result.passed:
+        if backend is not None:
+            backend.close()
+        raise BackendUnavailable(f"{name} failed the parity gate for this model ({result.reason}; {result.summary()})")
+    return backend if backend is not None else path.opener(model, work_dir)
