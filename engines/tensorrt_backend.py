@@ -110,7 +110,8 @@ def build_requests(
                 calibration_set = calibration if calibration is not None else default_calibration(model)
                 images = calibration_set.images
                 metadata["calibration"] = {
-                    "source": calibration_set.source,
+                    # never the folder path: sidecars are copied around and a path can name a patient
+                    "source": "sample studies" if calibration is None else "calibration folder (--calib)",
                     "images": len(calibration_set),
                     "digest": calibration_set.digest,
                 }

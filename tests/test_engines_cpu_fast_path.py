@@ -26,7 +26,7 @@ from engines.cpu_features import CpuFeatures, parse_cpuinfo
 from engines.cpu_fast_path import INT8_PATH, open_fastest_cpu_backend, open_forced_fast_path
 from engines.onnx_files import onnx_files_for
 from engines.parity_gate import GATE_SUBDIR, GateThresholds, gate_key
-from engines.quantization import INT8_IMAGE_ONNX, INT8_METADATA, int8_cache_dir, int8_folder_problem, int8_image_graph_for
+from engines.quantization import INT8_IMAGE_ONNX, int8_cache_dir, int8_folder_problem, int8_image_graph_for
 from engines.selection import BACKEND_ENV, open_backend
 from models.directory import ModelDirectory, open_model_dir
 
