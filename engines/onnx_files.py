@@ -45,18 +45,26 @@ def onnx_cache_dir(work_dir: Path, weights_sha256: str) -> Path:
     return Path(work_dir) / ONNX_CACHE_SUBDIR / weights_sha256
 
 
-def onnx_folder_problem(folder: Path, weights_sha256: str) -> str | None:
-    """Why the ONNX files in `folder` cannot be used for weights `weights_sha256`, or None if they can."""
-    metadata_path = folder / ONNX_METADATA
+def read_export_metadata(metadata_path: Path, weights_sha256: str) -> tuple[dict, str | None]:
+    """The metadata JSON written next to an export, and why it does not fit `weights_sha256` (or None)."""
     try:
         metadata = json.loads(metadata_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        return f"{metadata_path} is missing"
+        return {}, f"{metadata_path} is missing"
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return f"{metadata_path} cannot be read ({exc})"
-    if not isinstance(metadata, dict) or metadata.get("weights_sha256") != weights_sha256:
-        found = metadata.get("weights_sha256") if isinstance(metadata, dict) else None
-        return f"{metadata_path} was exported from weights {found}, not the model's {weights_sha256}"
+        return {}, f"{metadata_path} cannot be read ({exc})"
+    if not isinstance(metadata, dict):
+        return {}, f"{metadata_path} does not hold a JSON object"
+    if metadata.get("weights_sha256") != weights_sha256:
+        return metadata, f"{metadata_path} was made from weights {metadata.get('weights_sha256')}, not the model's {weights_sha256}"
+    return metadata, None
+
+
+def onnx_folder_problem(folder: Path, weights_sha256: str) -> str | None:
+    """Why the ONNX files in `folder` cannot be used for weights `weights_sha256`, or None if they can."""
+    _, problem = read_export_metadata(folder / ONNX_METADATA, weights_sha256)
+    if problem:
+        return problem
     for name in (IMAGE_ONNX, TEXT_ONNX):
         if not (folder / name).is_file():
             return f"{folder / name} is missing"

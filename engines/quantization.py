@@ -26,7 +26,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from engines.onnx_files import OnnxFiles
+from engines.onnx_files import OnnxFiles, read_export_metadata
 from models.directory import ModelDirectory
 
 log = logging.getLogger(__name__)
@@ -75,16 +75,9 @@ def shipped_int8_dir(model: ModelDirectory) -> Path:
 def int8_folder_problem(folder: Path, weights_sha256: str) -> str | None:
     """Why the INT8 graph in `folder` cannot be used for weights `weights_sha256` with this recipe, or None."""
     metadata_path = folder / INT8_METADATA
-    try:
-        metadata = json.loads(metadata_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return f"{metadata_path} is missing"
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return f"{metadata_path} cannot be read ({exc})"
-    if not isinstance(metadata, dict):
-        return f"{metadata_path} does not hold a JSON object"
-    if metadata.get("weights_sha256") != weights_sha256:
-        return f"{metadata_path} was made from weights {metadata.get('weights_sha256')}, not the model's {weights_sha256}"
+    metadata, problem = read_export_metadata(metadata_path, weights_sha256)
+    if problem:
+        return problem
     if metadata.get("recipe") != RECIPE:
         return f"{metadata_path} was made with recipe {metadata.get('recipe')!r}, not the current {RECIPE!r}"
     graph = folder / INT8_IMAGE_ONNX

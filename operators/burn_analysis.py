@@ -76,7 +76,7 @@ def read_photograph(instance: InstanceFile, frame: int | None, colour: ColourSet
     cannot be colour-analysed, why (else "").
 
     The header is read first, so a photograph above `max_megapixels` is never decoded (its display
-    copy is then a grey placeholder). Raises BurnAnalysisError naming the file if it cannot be read.
+    copy is then a plain grey panel). Raises BurnAnalysisError naming the file if it cannot be read.
     """
     path = instance.path
     try:
@@ -86,8 +86,8 @@ def read_photograph(instance: InstanceFile, frame: int | None, colour: ColourSet
     rows, columns = int(header.get("Rows", 0) or 0), int(header.get("Columns", 0) or 0)
     megapixels = rows * columns / 1e6
     if megapixels > colour.max_megapixels:
-        placeholder = np.full((colour.min_side * 8, colour.min_side * 8, 3), 96, np.uint8)
-        return header, placeholder, (
+        grey_panel = np.full((colour.min_side * 8, colour.min_side * 8, 3), 96, np.uint8)
+        return header, grey_panel, (
             f"the photograph is {columns} x {rows} pixels ({megapixels:.0f} megapixels), more than the "
             f"{colour.max_megapixels:g} megapixels the colour analysis decodes (setting colour.max_megapixels)"
         )
