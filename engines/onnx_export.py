@@ -18,11 +18,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import uuid
 import warnings
 from pathlib import Path
 
 from models.directory import ModelDirectory
+from models.staging import staging_folder_beside
 
 IMAGE_ONNX = "image_encoder.onnx"
 TEXT_ONNX = "text_encoder.onnx"
@@ -114,9 +114,7 @@ def export_onnx(model: ModelDirectory, destination: Path) -> Path:
     if destination.exists():
         raise OnnxExportError(f"ONNX destination {destination} already exists")
     try:
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        staging = destination.parent / f".{destination.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        staging.mkdir()
+        staging = staging_folder_beside(destination)
     except OSError as exc:
         raise OnnxExportError(f"cannot create the ONNX folder beside {destination}: {exc.strerror}") from exc
     try:

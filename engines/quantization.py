@@ -22,12 +22,12 @@ import json
 import logging
 import os
 import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from engines.onnx_files import OnnxFiles, read_export_metadata
 from models.directory import ModelDirectory
+from models.staging import staging_folder_beside
 
 log = logging.getLogger(__name__)
 
@@ -102,9 +102,7 @@ def quantize_image_graph(model: ModelDirectory, onnx_files: OnnxFiles, destinati
     except ImportError as exc:
         raise QuantizationError(f"onnxruntime's quantisation tools cannot be imported ({exc})") from exc
     try:
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        staging = destination.parent / f".{destination.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        staging.mkdir()
+        staging = staging_folder_beside(destination)
     except OSError as exc:
         raise QuantizationError(f"cannot create the INT8 folder beside {destination}: {exc.strerror}") from exc
     try:

@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from engines.onnx_export import IMAGE_INPUT, IMAGE_OUTPUT, TEXT_INPUTS, TEXT_OUTPUT
 from models.directory import ModelDirectory
+from models.staging import staging_folder_beside
 
 IMAGE_MODEL = "biomedclip_image_encoder"
 TEXT_MODEL = "biomedclip_text_encoder"
@@ -174,9 +174,7 @@ def write_triton_repository(
     except OnnxExportError as exc:
         raise TritonRepositoryError(f"the ONNX export needed for the Triton repository cannot be made: {exc}") from exc
     try:
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        staging = destination.parent / f".{destination.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        staging.mkdir()
+        staging = staging_folder_beside(destination)
     except OSError as exc:
         raise TritonRepositoryError(f"cannot create the repository folder beside {destination}: {exc.strerror}") from exc
     try:

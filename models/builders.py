@@ -31,6 +31,7 @@ from models.architecture import (
 from models.directory import OPEN_CLIP_CONFIG, WEIGHTS_FILE, ModelDirectory, open_model_dir, sha256_file
 from models.errors import ModelBuildError
 from models.manifest import ModelManifest, utc_timestamp, write_json_atomic, write_manifest
+from models.staging import staging_folder_beside
 from models.vocabulary import (
     bert_base_sized_vocabulary,
     default_task_file,
@@ -84,12 +85,7 @@ def prepare_destination(destination: Path) -> Path:
     """Check `destination` can receive a model and return a fresh staging folder beside it."""
     destination = Path(destination)
     check_destination(destination)
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    staging = destination.parent / f".{destination.name}.partial-{os.getpid()}"
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir()
-    return staging
+    return staging_folder_beside(destination)
 
 
 def publish(staging: Path, destination: Path) -> None:
