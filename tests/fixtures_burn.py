@@ -22,6 +22,7 @@ from pydicom.uid import ExplicitVRLittleEndian, VLPhotographicImageStorage, gene
 
 from operators.burn_config import load_burn_config
 from operators.wound_colour import FIRST_WOUND_LABEL, NOT_SKIN, SKIN
+from tests.fixtures_dicom import set_attributes
 
 #: Approximate skin colours (sRGB) of Fitzpatrick types I-VI.
 TONES = {
@@ -414,12 +415,7 @@ def burn_photo_dataset(
     ds.HighBit = 7
     ds.PixelRepresentation = 0
     ds.PixelData = np.ascontiguousarray(rgb, np.uint8).tobytes()
-    for keyword, value in attributes.items():
-        if value is None:
-            if keyword in ds:
-                delattr(ds, keyword)
-        else:
-            setattr(ds, keyword, value)
+    set_attributes(ds, attributes)
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = ds.SOPClassUID
     meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID

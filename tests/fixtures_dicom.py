@@ -38,6 +38,16 @@ CORONAL = [1, 0, 0, 0, 0, -1]
 SAGITTAL = [0, 1, 0, 0, 0, -1]
 
 
+def set_attributes(ds: Dataset, attributes: dict[str, object]) -> None:
+    """Set DICOM attributes by keyword; a value of None deletes the attribute."""
+    for keyword, value in attributes.items():
+        if value is None:
+            if keyword in ds:
+                delattr(ds, keyword)
+        else:
+            setattr(ds, keyword, value)
+
+
 def image_dataset(
     *,
     modality: str = "CT",
@@ -85,12 +95,7 @@ def image_dataset(
         pixels = np.arange(rows * columns, dtype=np.int16).reshape(rows, columns)
     ds.PixelData = pixels.tobytes()
     ds["PixelData"].VR = "OB" if rgb else "OW"
-    for keyword, value in attributes.items():
-        if value is None:
-            if keyword in ds:
-                delattr(ds, keyword)
-        else:
-            setattr(ds, keyword, value)
+    set_attributes(ds, attributes)
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = ds.get("SOPClassUID", SecondaryCaptureImageStorage)
     meta.MediaStorageSOPInstanceUID = ds.get("SOPInstanceUID", generate_uid())
