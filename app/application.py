@@ -41,7 +41,7 @@ class BiomedCLIPMapApp(Application):
         preprocessing = ModalityPreprocessingOperator(self, name="modality_preprocessing", settings_path=s.preprocessing, mean=model.mean, std=model.std)
         inference = BiomedCLIPInferenceOperator(self, name="biomedclip_inference", analyzer=self.analyzer)
         burn = BurnSpecialistOperator(self, name="burn_specialist", analyzer=self.analyzer)
-        self.scrubber = PHIScrubberOperator(self, name="phi_scrubber")
+        self.scrubber = PHIScrubberOperator(self, name="phi_scrubber", clinical_context=s.clinical_context)
         self.writer = SRWriterOperator(self, name="sr_writer", output_dir=s.output_path, results_json_dir=s.results_json_dir)
 
         self.add_flow(loader, selector)

@@ -1,8 +1,9 @@
 """Command line of biomedclip-map: `run` (the MAP contract), `demo` (sample studies end to end).
 
-Exit codes: 0 every study was reported or skipped for a stated reason; 1 at least one study
-failed internally (the others were still processed); 2 the run could not start (a setting, the
-model folder or the configuration is unusable — the message says which).
+Exit codes: 0 every study was reported or had nothing to analyse (the log says why); 1 at least
+one study failed internally or was refused because its instances disagree on patient identity
+(the others were still processed); 2 the run could not start (a setting, the model folder or the
+configuration is unusable — the message says which).
 """
 
 from __future__ import annotations
@@ -53,6 +54,9 @@ def configure_logging(level: str = "INFO") -> None:
 
     pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
     logging.getLogger("highdicom").setLevel(logging.WARNING)
+    # pydicom's pixel decoders log every failed plugin attempt at ERROR with a traceback; the product
+    # reports an undecodable image itself, in one line naming the file and the reason.
+    logging.getLogger("pydicom").setLevel(logging.CRITICAL)
     # Every line is redacted (input paths, UIDs, the run's patient identifiers) before it is written.
     from app.log_privacy import install as install_phi_safe_logging
 
@@ -75,6 +79,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--audit-log", dest="audit_log", help="append one JSON line per processed study to this file (default: WORKDIR/audit.jsonl; also BIOMEDCLIP_MAP_AUDIT_LOG)")
     parser.add_argument("--deid-export", dest="deid_export", help="also write de-identified copies (DICOM PS3.15 Basic Profile) of each study's results into this folder, outside -o (also BIOMEDCLIP_MAP_DEID_EXPORT_DIR)")
     parser.add_argument("--deid-include-inputs", dest="deid_include_inputs", action="store_true", help="with --deid-export: also export de-identified copies of the analysed input instances (also BIOMEDCLIP_MAP_DEID_INCLUDE_INPUTS=1)")
+    parser.add_argument("--clinical-context", dest="clinical_context", action="store_true", help="add one scrubbed clinical-context line from the study's free text (descriptions, history, reason for the request) to the SR; off by default, so no source free text goes into any output (also BIOMEDCLIP_MAP_CLINICAL_CONTEXT=1)")
     parser.add_argument("-l", "--log-level", default="INFO", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging level (default: INFO)")
 
 
@@ -106,6 +111,7 @@ def settings_from_args(args: argparse.Namespace):
         audit_log=getattr(args, "audit_log", None),
         deid_export=getattr(args, "deid_export", None),
         deid_include_inputs=getattr(args, "deid_include_inputs", False),
+        clinical_context=getattr(args, "clinical_context", False),
     )
 
 
@@ -151,14 +157,16 @@ def execute_run(args: argparse.Namespace, analyzer=None) -> RunResult:
         logger.error("%s", exc)
         return RunResult(EXIT_STUDY_FAILED, outcomes, time.perf_counter() - started)
     failed = [o for o in outcomes if o.status is OutcomeStatus.FAILED]
+    refused = [o for o in outcomes if o.status is OutcomeStatus.REFUSED]
     reported = [o for o in outcomes if o.status is OutcomeStatus.REPORTED]
     logger.info(
-        "run finished: %d study(ies) reported, %d with nothing to analyse, %d failed",
+        "run finished: %d study(ies) reported, %d with nothing to analyse, %d refused (patient identity), %d failed",
         len(reported),
-        len(outcomes) - len(reported) - len(failed),
+        len(outcomes) - len(reported) - len(failed) - len(refused),
+        len(refused),
         len(failed),
     )
-    code = EXIT_STUDY_FAILED if failed else EXIT_OK
+    code = EXIT_STUDY_FAILED if failed or refused else EXIT_OK
     return RunResult(code, outcomes, time.perf_counter() - started)
 
 

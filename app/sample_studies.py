@@ -1,8 +1,10 @@
 """Sample studies built by code, for the demo and the tests: no patient data, no downloads.
 
-Three synthetic studies (a colour photograph of a burn on skin as a VL Photographic Image, a
-chest radiograph as a DX image, a small chest CT series) plus the CT and MR files that ship inside
-the pydicom wheel, each in its own folder, as MONAI Deploy Express would hand them to the MAP.
+Four synthetic studies (a colour photograph of a burn on skin as a VL Photographic Image, a
+chest radiograph as a DX image, a small chest CT series, a small brain MR series) plus the CT and MR
+files that ship inside the pydicom wheel, each in its own folder, as MONAI Deploy Express would hand
+them to the MAP. pydicom's MR file is a derived image (Image Type DERIVED, SECONDARY): it shows that
+the MAP leaves such images out and says why.
 Pixel content is drawn with simple shapes so that the images look like what they claim to be;
 they are not clinical data.
 """
@@ -23,6 +25,7 @@ from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, gene
 VL_PHOTOGRAPHIC_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.77.1.4"
 DX_FOR_PRESENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.1.1"
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,8 @@ class SampleStudy:
     name: str
     path: Path
     description: str
+    #: False for a sample that shows what the MAP leaves out (the description says why): no report.
+    analysed: bool = True
 
 
 def _uid(*parts: str) -> str:
@@ -243,6 +248,63 @@ def _write_chest_ct(dest: Path, slices: int = 12, size: int = 256) -> None:
         _save(ds, dest / f"ct-{i + 1:03d}.dcm")
 
 
+def brain_mr_slice(z: float, size: int = 256) -> np.ndarray:
+    """One axial T2-weighted brain MR slice (12-bit) at relative height z in [0, 1]: CSF bright, white matter dark."""
+    img = np.zeros((size, size), np.float32)
+    head = (int(size * 0.36 * (0.8 + 0.2 * np.sin(np.pi * z))), int(size * 0.44 * (0.8 + 0.2 * np.sin(np.pi * z))))
+    cv2.ellipse(img, (size // 2, size // 2), head, 0, 0, 360, 900, -1)  # scalp
+    cv2.ellipse(img, (size // 2, size // 2), (head[0] - 8, head[1] - 8), 0, 0, 360, 150, -1)  # skull (dark)
+    cv2.ellipse(img, (size // 2, size // 2), (head[0] - 14, head[1] - 14), 0, 0, 360, 1700, -1)  # CSF rim
+    cv2.ellipse(img, (size // 2, size // 2), (head[0] - 18, head[1] - 18), 0, 0, 360, 1300, -1)  # grey matter
+    cv2.ellipse(img, (size // 2, size // 2), (head[0] - 34, head[1] - 34), 0, 0, 360, 900, -1)  # white matter
+    if 0.3 < z < 0.8:
+        for side in (-1, 1):  # lateral ventricles
+            cv2.ellipse(img, (size // 2 + side * int(size * 0.05), size // 2), (int(size * 0.03), int(size * 0.12)),
+                        side * 10, 0, 360, 2600, -1)
+    img = cv2.GaussianBlur(img, (0, 0), 1.5)
+    img += np.random.default_rng(int(z * 1000) + 11).normal(0, 20, img.shape).astype(np.float32)
+    return np.clip(img, 0, 4095).astype(np.uint16)
+
+
+def _write_brain_mr(dest: Path, slices: int = 8, size: int = 256) -> None:
+    study = _uid("mr", "study")
+    series = _uid("mr", "series")
+    frame_of_reference = _uid("mr", "frame-of-reference")
+    spacing = 6.0
+    for i in range(slices):
+        ds = _base_dataset(MR_IMAGE_STORAGE, _uid("mr", "instance", str(i)), ("SAMPLE^MR", "SAMPLE-0004"), study)
+        ds.StudyDescription = "MR head"
+        ds.Modality = "MR"
+        ds.SeriesInstanceUID = series
+        ds.SeriesNumber = 3
+        ds.SeriesDescription = "Axial T2"
+        ds.BodyPartExamined = "HEAD"
+        ds.FrameOfReferenceUID = frame_of_reference
+        ds.PositionReferenceIndicator = ""
+        ds.PatientPosition = "HFS"
+        ds.InstanceNumber = i + 1
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "OTHER"]
+        ds.ContentDate, ds.ContentTime = "20260101", "120000"
+        ds.AcquisitionNumber = 1
+        ds.ScanningSequence = "SE"
+        ds.SequenceVariant = "SK"
+        ds.ScanOptions = ""
+        ds.MRAcquisitionType = "2D"
+        ds.RepetitionTime = 4000
+        ds.EchoTime = 100
+        ds.EchoTrainLength = 16
+        ds.MagneticFieldStrength = 1.5
+        ds.SliceThickness = 5.0
+        ds.SpacingBetweenSlices = spacing
+        ds.PixelSpacing = [0.9, 0.9]
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.ImagePositionPatient = [-115.2, -115.2, i * spacing]
+        ds.SliceLocation = i * spacing
+        ds.WindowCenter, ds.WindowWidth = 1300, 2600
+        _set_pixels(ds, brain_mr_slice(i / max(slices - 1, 1), size), bits_stored=12)
+        _save(ds, dest / f"mr-{i + 1:03d}.dcm")
+
+
 def build_sample_studies(dest: Path) -> list[SampleStudy]:
     """Write every sample study into its own folder under `dest` and describe them.
 
@@ -254,6 +316,7 @@ def build_sample_studies(dest: Path) -> list[SampleStudy]:
         ("burn-photograph", "Colour photograph of a burn on the forearm (XC, VL Photographic)", _write_burn_photo),
         ("chest-radiograph", "Synthetic frontal chest radiograph (DX, MONOCHROME2)", _write_chest_radiograph),
         ("chest-ct", "Synthetic 12-slice chest CT series (CT, HU)", _write_chest_ct),
+        ("brain-mr", "Synthetic 8-slice axial T2 brain MR series (MR)", _write_brain_mr),
     ]
     studies: list[SampleStudy] = []
     for name, description, build in builders:
@@ -261,13 +324,14 @@ def build_sample_studies(dest: Path) -> list[SampleStudy]:
         shutil.rmtree(folder, ignore_errors=True)
         build(folder)
         studies.append(SampleStudy(name, folder, description))
-    for name, filename, description in (
-        ("pydicom-ct", "CT_small.dcm", "CT slice shipped with pydicom (CT_small.dcm)"),
-        ("pydicom-mr", "MR_small.dcm", "MR slice shipped with pydicom (MR_small.dcm)"),
+    for name, filename, description, analysed in (
+        ("pydicom-ct", "CT_small.dcm", "CT slice shipped with pydicom (CT_small.dcm)", True),
+        ("pydicom-mr", "MR_small.dcm", "MR slice shipped with pydicom (MR_small.dcm); its Image Type is DERIVED\\SECONDARY, "
+         "so it is left out of analysis as a derived image", False),
     ):
         folder = dest / name
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
         shutil.copyfile(get_testdata_file(filename), folder / filename)
-        studies.append(SampleStudy(name, folder, description))
+        studies.append(SampleStudy(name, folder, description, analysed))
     return studies

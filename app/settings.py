@@ -30,6 +30,7 @@ ENV_RESULTS_JSON = "BIOMEDCLIP_MAP_RESULTS_JSON_DIR"
 ENV_AUDIT_LOG = "BIOMEDCLIP_MAP_AUDIT_LOG"
 ENV_DEID_EXPORT = "BIOMEDCLIP_MAP_DEID_EXPORT_DIR"
 ENV_DEID_INCLUDE_INPUTS = "BIOMEDCLIP_MAP_DEID_INCLUDE_INPUTS"
+ENV_CLINICAL_CONTEXT = "BIOMEDCLIP_MAP_CLINICAL_CONTEXT"
 ENV_TRITON_NETLOC = "TRITON_SERVER_NETLOC"
 ENV_TRITON_FALLBACK = "BIOMEDCLIP_MAP_TRITON_FALLBACK"
 TRITON_FALLBACK_CHOICES = ("none", "local")
@@ -68,6 +69,8 @@ class RunSettings:
     """Triton server `host:port` to send inference to (MONAI Deploy SDK's TRITON_SERVER_NETLOC); None: the environment's, else local."""
     triton_fallback: bool | None = None
     """Fall back to local inference when the Triton server is unusable (else the run or study fails); None: the environment's."""
+    clinical_context: bool = False
+    """Put a scrubbed clinical-context line from the study's free text into the SR (off: no source free text)."""
 
 
 def _truthy(value: str | None) -> bool:
@@ -99,6 +102,7 @@ def resolve_run_settings(
     deid_include_inputs: bool = False,
     triton_server_netloc: str | None = None,
     triton_fallback: str | None = None,
+    clinical_context: bool = False,
 ) -> RunSettings:
     """Resolve flags, then environment, then defaults; check each path is usable for its role.
 
@@ -166,4 +170,5 @@ def resolve_run_settings(
         tasks=Path(tasks) if tasks else CONFIG_DIR / "zero_shot_tasks.yaml",
         triton_server_netloc=netloc,
         triton_fallback=fallback == "local",
+        clinical_context=clinical_context or _truthy(os.environ.get(ENV_CLINICAL_CONTEXT)),
     )

@@ -1,6 +1,9 @@
-"""The study's own free text, scrubbed, as one short "clinical context" line for the report.
+"""The study's own free text, scrubbed, as one short "clinical context" line for the report (opt-in).
 
-A reader of the AI report wants to know what the study was requested for. DICOM headers carry
+By default the outputs carry no text from the study's free-text attributes: a scrubber without a
+language model cannot promise to find every name in free text (see README, "Patient privacy").
+A site may turn the line on (`--clinical-context`). A reader of the AI report then learns what the
+study was requested for. DICOM headers carry
 that as free text (study and series descriptions, additional patient history, the reason for the
 requested procedure, image comments), typed by people and so liable to hold names, dates and
 identifiers. `scrub_analysis` builds the line from those attributes, passes every piece through
@@ -177,15 +180,18 @@ def scrub_texts(value: T, scrubber: TextScrubber) -> tuple[T, dict[str, int]]:
     return value, {}
 
 
-def scrub_analysis(analysis: StudyAnalysis) -> StudyAnalysis:
-    """The analysis with its clinical-context line added and every text the SR writer uses scrubbed.
+def scrub_analysis(analysis: StudyAnalysis, *, clinical_context: bool = False) -> StudyAnalysis:
+    """The analysis with every text the SR writer uses scrubbed, and the clinical-context line if asked.
 
-    Returns a new `StudyAnalysis`: `clinical_context` holds the scrubbed line (if the study has
-    free text), each series' `preprocessing` description is scrubbed, and `redactions` counts
-    what was removed per category.
+    By default no text taken from the study's free-text attributes goes into the outputs: the
+    report describes what was analysed in the product's own words. A site that wants the
+    requester's context in the report turns `clinical_context` on (`--clinical-context`); the line
+    is then built and scrubbed here. Returns a new `StudyAnalysis`: `clinical_context` holds the
+    scrubbed line (if asked and the study has free text), each series' texts are scrubbed, and
+    `redactions` counts what was removed per category.
     """
     scrubber = study_scrubber(analysis)
-    line, counts = context_line(analysis, scrubber)
+    line, counts = context_line(analysis, scrubber) if clinical_context else (None, {})
     series = []
     for item in analysis.series:
         scrubbed, item_counts = scrub_texts(item, scrubber)

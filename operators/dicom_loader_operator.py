@@ -10,6 +10,7 @@ from holoscan.core import Operator, OperatorSpec
 from app.log_privacy import scan_logging
 from operators.dicom_scan import scan_input
 from operators.messages import Batch
+from operators.study_identity_check import identity_refusal
 
 logger = logging.getLogger("biomedclip_map.loader")
 
@@ -19,7 +20,8 @@ class DICOMLoaderOperator(Operator):
 
     Replaces the SDK's DICOMDataLoaderOperator, which reads every file of the input in full (pixel
     data included) before any selection; `bench/loader.py` measures the difference.
-    Files that cannot be analysed are skipped with one log line each and listed in the batch.
+    Files that cannot be analysed are skipped with one log line each and listed in the batch. A
+    study whose instances disagree on patient identity ends here, REFUSED (`identity_refusal`).
     """
 
     def __init__(self, fragment, *args, input_path: Path, uid_salt: str, **kwargs):
@@ -35,10 +37,11 @@ class DICOMLoaderOperator(Operator):
         with scan_logging(self.input_path, self.uid_salt) as register_studies:
             scan = scan_input(self.input_path, salt=self.uid_salt)
             register_studies(scan.studies)
-        if not scan.studies:
-            logger.warning(
-                "no analysable DICOM instances in %s (%d file(s) skipped); nothing to analyse",
-                self.input_path,
-                len(scan.skipped),
-            )
-        op_output.emit(Batch(items=list(scan.studies), skipped_files=list(scan.skipped)), "out")
+        batch = Batch(skipped_files=list(scan.skipped))
+        for study in scan.studies:
+            refusal = identity_refusal(study)
+            if refusal is None:
+                batch.items.append(study)
+            else:
+                batch.ended.append(refusal)
+        op_output.emit(batch, "out")

@@ -44,13 +44,18 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
-from operators.messages import InstanceFile, SeriesHeader, SkippedFile, StudyHeader
+from operators.dicom_charset import repair_undeclared_utf8
+from operators.image_provenance import own_output_reason
+from operators.messages import DocumentReference, InstanceFile, SeriesHeader, SkippedFile, StudyHeader
+from operators.patient_identity import PatientIdentity, identity_of
 from operators.pixel_data import decoder_problem
 from operators.study_refs import study_ref
 
 log = logging.getLogger("biomedclip_map.loader")
 
 MEDIA_STORAGE_DIRECTORY_SOP_CLASS = "1.2.840.10008.1.3.10"
+#: SOP Class UIDs of the structured report storage classes start with this.
+SR_SOP_CLASS_PREFIX = "1.2.840.10008.5.1.4.1.1.88."
 SIDECAR_SUFFIX = ".dcm.json"
 PIXEL_DATA_TAGS = {
     0x7FE00008: "Float Pixel Data",
@@ -80,7 +85,15 @@ class InputFolderError(RuntimeError):
 
 
 class NotAnalysable(Exception):
-    """One input file cannot be analysed; the message is the reason recorded in its `SkippedFile`."""
+    """One input file cannot be analysed; the message is the reason recorded in its `SkippedFile`.
+
+    `header` is the file's header when it could be read (a report, an instance without usable pixel
+    data), so that the scan can still check its patient identity and recognise our own reports.
+    """
+
+    def __init__(self, reason: str, header: Dataset | None = None):
+        super().__init__(reason)
+        self.header = header
 
 
 @dataclass
@@ -163,43 +176,54 @@ def read_instance_header(path: Path) -> InstanceHeader:
             ) from None
         except (EOFError, OSError, ValueError, struct.error, zlib.error) as exc:
             raise NotAnalysable(f"DICOM header cannot be read ({type(exc).__name__}: {exc})") from exc
-        pixel_position = fp.tell()
-        meta = header.file_meta
-        sop_class_uid = str(header.get("SOPClassUID", "") or meta.get("MediaStorageSOPClassUID", "") or "")
-        if sop_class_uid == MEDIA_STORAGE_DIRECTORY_SOP_CLASS or "DirectoryRecordSequence" in header:
-            raise NotAnalysable("DICOMDIR (media storage directory), an index of other files, not an instance")
-        transfer_syntax_uid = str(meta.get("TransferSyntaxUID", "") or "")
-        if not transfer_syntax_uid:
-            raise NotAnalysable("file meta information lacks Transfer Syntax UID (0002,0010)")
-        for keyword, name in REQUIRED_UIDS:
-            if not str(header.get(keyword, "") or "").strip():
-                raise NotAnalysable(f"lacks {name}")
-        if not sop_class_uid:
-            raise NotAnalysable("lacks SOP Class UID (0008,0016)")
-        syntax = UID(transfer_syntax_uid)
-        if syntax.is_deflated:
-            # pydicom inflates the whole data set while reading the header, so a truncated file
-            # has already failed above (zlib: "incomplete or truncated stream") and file offsets
-            # mean nothing here; deflated image objects are rare, so reading again is acceptable.
-            has_pixels = "PixelData" in pydicom.dcmread(path, specific_tags=["PixelData"])
-            if not has_pixels:
-                raise NotAnalysable(f"has no pixel data ({_sop_class_name(sop_class_uid)}), nothing to analyse")
-        else:
-            element = _read_pixel_element_header(fp, pixel_position, header)
-            if element is None:
-                raise NotAnalysable(f"has no pixel data ({_sop_class_name(sop_class_uid)}), nothing to analyse")
-        for keyword, name in IMAGE_PIXEL_ATTRIBUTES:
-            if header.get(keyword) in (None, ""):
-                raise NotAnalysable(f"Image Pixel module is incomplete: lacks {name}")
-        problem = decoder_problem(transfer_syntax_uid)
+        repair_undeclared_utf8(header)
+        try:
+            instance = _checked_instance(path, fp, size, header)
+        except NotAnalysable as exc:
+            exc.header = header
+            raise
+    return InstanceHeader(instance=instance, header=header)
+
+
+def _checked_instance(path: Path, fp, size: int, header: Dataset) -> InstanceFile:
+    """The instance record of a readable header, or NotAnalysable saying why its pixels cannot be used."""
+    pixel_position = fp.tell()
+    meta = header.file_meta
+    sop_class_uid = str(header.get("SOPClassUID", "") or meta.get("MediaStorageSOPClassUID", "") or "")
+    if sop_class_uid == MEDIA_STORAGE_DIRECTORY_SOP_CLASS or "DirectoryRecordSequence" in header:
+        raise NotAnalysable("DICOMDIR (media storage directory), an index of other files, not an instance")
+    transfer_syntax_uid = str(meta.get("TransferSyntaxUID", "") or "")
+    if not transfer_syntax_uid:
+        raise NotAnalysable("file meta information lacks Transfer Syntax UID (0002,0010)")
+    for keyword, name in REQUIRED_UIDS:
+        if not str(header.get(keyword, "") or "").strip():
+            raise NotAnalysable(f"lacks {name}")
+    if not sop_class_uid:
+        raise NotAnalysable("lacks SOP Class UID (0008,0016)")
+    syntax = UID(transfer_syntax_uid)
+    if syntax.is_deflated:
+        # pydicom inflates the whole data set while reading the header, so a truncated file
+        # has already failed above (zlib: "incomplete or truncated stream") and file offsets
+        # mean nothing here; deflated image objects are rare, so reading again is acceptable.
+        has_pixels = "PixelData" in pydicom.dcmread(path, specific_tags=["PixelData"])
+        if not has_pixels:
+            raise NotAnalysable(f"has no pixel data ({_sop_class_name(sop_class_uid)}), nothing to analyse")
+    else:
+        element = _read_pixel_element_header(fp, pixel_position, header)
+        if element is None:
+            raise NotAnalysable(f"has no pixel data ({_sop_class_name(sop_class_uid)}), nothing to analyse")
+    for keyword, name in IMAGE_PIXEL_ATTRIBUTES:
+        if header.get(keyword) in (None, ""):
+            raise NotAnalysable(f"Image Pixel module is incomplete: lacks {name}")
+    problem = decoder_problem(transfer_syntax_uid)
+    if problem:
+        raise NotAnalysable(problem)
+    if not syntax.is_deflated:
+        problem = _pixel_data_completeness_problem(fp, element, size, header, syntax)
         if problem:
             raise NotAnalysable(problem)
-        if not syntax.is_deflated:
-            problem = _pixel_data_completeness_problem(fp, element, size, header, syntax)
-            if problem:
-                raise NotAnalysable(problem)
 
-    instance = InstanceFile(
+    return InstanceFile(
         path=path,
         sop_class_uid=sop_class_uid,
         sop_instance_uid=str(header.SOPInstanceUID).strip(),
@@ -207,8 +231,8 @@ def read_instance_header(path: Path) -> InstanceHeader:
         instance_number=_optional_int(header.get("InstanceNumber")),
         number_of_frames=_optional_int(header.get("NumberOfFrames")) or 1,
         slice_position=slice_position(header),
+        slice_thickness=_optional_float(header.get("SliceThickness")),
     )
-    return InstanceHeader(instance=instance, header=header)
 
 
 @dataclass(frozen=True)
@@ -336,6 +360,16 @@ def slice_position(header: Dataset) -> float | None:
     return px * nx + py * ny + pz * nz
 
 
+def _optional_float(value: object) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
 def _optional_int(value: object) -> int | None:
     if value is None or value == "":
         return None
@@ -351,6 +385,22 @@ def _sop_class_name(sop_class_uid: str) -> str:
 
 
 # --------------------------------------------------------------------------- grouping
+
+
+def _earlier_report(header: Dataset, study_uid: str) -> DocumentReference | None:
+    """The reference of an SR this product wrote earlier for the study, or None for any other object."""
+    sop_class = str(header.get("SOPClassUID", "") or "").strip()
+    if not study_uid or not sop_class.startswith(SR_SOP_CLASS_PREFIX) or own_output_reason(header) is None:
+        return None
+    instance = str(header.get("SOPInstanceUID", "") or "").strip()
+    series = str(header.get("SeriesInstanceUID", "") or "").strip()
+    if not instance or not series:
+        return None
+    return DocumentReference(sop_class, instance, series, study_uid)
+
+
+def _unique_reports(reports: list[DocumentReference]) -> list[DocumentReference]:
+    return list(dict.fromkeys(reports))
 
 
 def instance_sort_key(instance: InstanceFile) -> tuple:
@@ -409,6 +459,16 @@ def scan_input(root: Path, *, salt: str) -> ScanResult:
         log.warning("Skipped %s: %s", path, reason)
         skipped.append(SkippedFile(path=path, reason=reason))
 
+    identities: dict[str, list[PatientIdentity]] = {}
+    earlier_reports: dict[str, list[DocumentReference]] = {}
+
+    def note_instance(header: Dataset) -> str:
+        """Record a read header's patient identity under its study; return the study UID ('' if none)."""
+        study_uid = str(header.get("StudyInstanceUID", "") or "").strip()
+        if study_uid:
+            identities.setdefault(study_uid, []).append(identity_of(header))
+        return study_uid
+
     for index, entry in enumerate(iter_input_files(root)):
         if isinstance(entry, SkippedFile):
             skip(entry.path, entry.reason)
@@ -416,11 +476,19 @@ def scan_input(root: Path, *, salt: str) -> ScanResult:
         try:
             read = read_instance_header(entry)
         except NotAnalysable as exc:
-            skip(entry, str(exc))
+            reason = str(exc)
+            if exc.header is not None:
+                study_uid = note_instance(exc.header)
+                report = _earlier_report(exc.header, study_uid)
+                if report is not None:
+                    earlier_reports.setdefault(study_uid, []).append(report)
+                    reason = f"{own_output_reason(exc.header)}: not analysed; a new report of the study supersedes it"
+            skip(entry, reason)
             continue
         except Exception as exc:  # pydicom raises many types on malformed files; one file must not stop the scan
             skip(entry, f"DICOM header cannot be read ({type(exc).__name__}: {exc})")
             continue
+        note_instance(read.header)
         sop_uid = read.instance.sop_instance_uid
         if sop_uid in sop_paths:
             skip(entry, f"second copy of the SOP instance already read from {sop_paths[sop_uid]}")
@@ -462,6 +530,8 @@ def scan_input(root: Path, *, salt: str) -> ScanResult:
             ref=study_ref(study_uid, salt),
             header=series[0].header,
             series=series,
+            identities=identities.get(study_uid, []),
+            earlier_reports=_unique_reports(earlier_reports.get(study_uid, [])),
         )
         studies[study_uid] = study
         log.info(

@@ -4,7 +4,8 @@ The image shown is the analysed image that most supports the study's strongest f
 with the highest top-label probability, and in it the image with the highest probability of that
 label. It is displayed the way it is meant to be viewed: colour as is; greyscale through the
 header's VOI LUT or window (else between its 1st and 99th percentiles), inverted for MONOCHROME1.
-The panel lists each analysed series with its top labels and probabilities, and the model.
+The panel lists the analysed series with the strongest findings, named by series number, with
+their top labels and probabilities, and the model.
 """
 
 from __future__ import annotations
@@ -20,8 +21,11 @@ from operators.windowing import frame_pipeline, has_header_voi, header_voi, is_i
 
 #: Long side of the image in a findings capture.
 DISPLAY_MAX_SIDE = 1024
-#: Labels listed per series.
+#: Labels listed per series (when one or two series are listed), and when more are.
 TOP_LABELS = 5
+TOP_LABELS_MANY_SERIES = 3
+#: Series listed at most; the SR holds them all.
+MAX_SERIES_LISTED = 6
 
 
 class FindingsCaptureError(RuntimeError):
@@ -82,21 +86,44 @@ def display_image(series: SeriesAnalysis, image: ImageFindings) -> tuple[Dataset
     return dataset, fit_for_display(shown, DISPLAY_MAX_SIDE)
 
 
+def _series_label(series: SeriesAnalysis) -> str:
+    number = series.selection.series.header.get("SeriesNumber")
+    return f"Series {number}" if number not in (None, "") else "Series (no number)"
+
+
 def findings_panel(analysis: StudyAnalysis, shown: SeriesAnalysis) -> list[PanelLine]:
-    """The text panel: each series' top labels with probabilities, which image is shown, the model."""
+    """The text panel: the series with the strongest findings (by series number), the image shown, the model.
+
+    At most MAX_SERIES_LISTED series are listed, strongest top finding first (the shown series
+    always), with TOP_LABELS labels each, or fewer when many series are listed, so that a study of
+    many series still gives a capture of a sensible size; the SR holds every series.
+    """
     lines = [PanelLine("BIOMEDCLIP ZERO-SHOT FINDINGS (AI)", bold=True, colour=ACCENT_COLOUR)]
-    for index, series in enumerate(analysis.series, start=1):
+    ranked = sorted(analysis.series, key=lambda s: (s is not shown, -s.top_probability))
+    listed = ranked[:MAX_SERIES_LISTED]
+    labels_each = TOP_LABELS if len(listed) <= 2 else TOP_LABELS_MANY_SERIES
+    for series in listed:
         modality = series.selection.series.modality or "?"
         marker = " - image shown" if series is shown else ""
         lines.append(
-            PanelLine(f"#{index} {series.task.title} ({modality}, {len(series.images)} image(s)){marker}", bold=True, space_before=True)
+            PanelLine(
+                f"{_series_label(series)}: {series.task.title} ({modality}, {len(series.images)} image(s)){marker}",
+                bold=True,
+                space_before=True,
+            )
         )
-        order = np.argsort(-np.asarray(series.probabilities))[:TOP_LABELS]
+        order = np.argsort(-np.asarray(series.probabilities))[:labels_each]
         for rank, label_index in enumerate(order):
             label = series.task.labels[int(label_index)]
             lines.append(
                 PanelLine(f"{label.name}: {100 * float(series.probabilities[label_index]):.1f} %", indent=1, bold=rank == 0)
             )
+    if len(ranked) > len(listed):
+        rest = ", ".join(_series_label(s).removeprefix("Series ") for s in ranked[len(listed):][:12])
+        more = "" if len(ranked) - len(listed) <= 12 else ", ..."
+        lines.append(
+            PanelLine(f"{len(ranked) - len(listed)} more series in the SR report (series {rest}{more})", space_before=True)
+        )
     model = analysis.model
     lines.append(PanelLine(f"Model: {model.name} {model.version} ({model.status})", space_before=True))
     lines.append(PanelLine(f"Backend: {analysis.backend}"))

@@ -20,6 +20,7 @@ from typing import Generic, TypeVar
 import numpy as np
 from pydicom.dataset import Dataset
 
+from operators.patient_identity import PatientIdentity
 from operators.tasks import Code, ZeroShotTask
 
 T = TypeVar("T")
@@ -47,6 +48,7 @@ class InstanceFile:
     instance_number: int | None = None
     number_of_frames: int = 1
     slice_position: float | None = None
+    slice_thickness: float | None = None
 
 
 @dataclass
@@ -67,9 +69,24 @@ class SeriesHeader:
         return str(self.header.get("Modality", "") or "")
 
 
+@dataclass(frozen=True)
+class DocumentReference:
+    """The identities of a DICOM object (a report of ours found in the input, an output written)."""
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    series_instance_uid: str
+    study_instance_uid: str
+
+
 @dataclass
 class StudyHeader:
-    """A study of the input. `ref` is the salted, shortened study identifier used in every log line."""
+    """A study of the input. `ref` is the salted, shortened study identifier used in every log line.
+
+    `identities` holds the patient identity of every instance of the study that was read (images
+    and non-images alike), for the identity check; `earlier_reports` the product's own earlier SRs
+    found in the input, which the new report supersedes.
+    """
 
     study_instance_uid: str
     ref: str
@@ -77,14 +94,21 @@ class StudyHeader:
     series: list[SeriesHeader] = field(default_factory=list)
     #: Seconds each stage spent on this study, filled in by `study_batch.advance` (for the audit trail).
     timings: dict[str, float] = field(default_factory=dict)
+    identities: list[PatientIdentity] = field(default_factory=list)
+    earlier_reports: list[DocumentReference] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- outcomes
 
 
 class OutcomeStatus(str, enum.Enum):
+    """How a study ended. FAILED and REFUSED make the run's exit code 1."""
+
     REPORTED = "reported"
+    #: No series matched the selection rules, or none of the selected images could be used.
     NOTHING_SELECTED = "nothing_selected"
+    #: Not reported because its data make any report unsafe (instances of more than one patient).
+    REFUSED = "refused"
     FAILED = "failed"
 
 
@@ -126,8 +150,11 @@ class SelectedSeries:
 
 @dataclass
 class StudySelection:
+    """The series of a study picked for analysis, and a log-safe sentence for each series that was not."""
+
     study: StudyHeader
     selected: list[SelectedSeries] = field(default_factory=list)
+    not_selected: list[str] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- preprocessing
@@ -164,6 +191,8 @@ class PreparedStudy:
     study: StudyHeader
     series: list[PreparedSeries] = field(default_factory=list)
     left_out: int = 0
+    #: Sentences for the report (no file names or values): series left out and why, irregular volumes.
+    notes: list[str] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- burn specialist
@@ -318,6 +347,8 @@ class StudyAnalysis:
     model: ModelIdentity
     backend: str
     left_out: int = 0
+    #: Sentences for the report: series left out and why, geometry warnings (no identifiers).
+    notes: tuple[str, ...] = ()
     #: Narrative lines built from the study's DICOM free text, already scrubbed by the PHIScrubber;
     #: the SR writer writes them as they are. Empty until the PHIScrubber has run.
     clinical_context: tuple[str, ...] = ()

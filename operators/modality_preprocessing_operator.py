@@ -6,15 +6,13 @@ import logging
 from functools import partial
 from pathlib import Path
 
-from operators.messages import PreparedStudy, StudySelection
-from operators.preprocessing import PreprocessingSettings, load_preprocessing_settings, prepare_series
+from operators.messages import OutcomeStatus, PreparedStudy, StudyOutcome, StudySelection
+from operators.pixel_data import PixelDataError
+from operators.preprocessing import PreprocessingError, PreprocessingSettings, load_preprocessing_settings, prepare_series
+from operators.slice_geometry import geometry_notes
 from operators.stage_operator import StudyStageOperator
 
 logger = logging.getLogger("biomedclip_map.preprocessing")
-
-
-class NothingPreparedError(RuntimeError):
-    """None of a study's selected series could be prepared for the model."""
 
 
 def prepare_study(
@@ -22,24 +20,40 @@ def prepare_study(
     settings: PreprocessingSettings,
     mean: tuple[float, float, float],
     std: tuple[float, float, float],
-) -> PreparedStudy:
-    """Prepare every selected series; a series that cannot be prepared is left out with a log line.
+) -> PreparedStudy | StudyOutcome:
+    """Prepare every selected series; a series whose images cannot be used is left out with its reason.
 
-    The study fails only if no selected series could be prepared, because a report on the series
-    that did work is still useful to the reader (the report lists exactly what was evaluated).
+    Images that cannot be used (too small, blank, unsupported or undecodable pixel data) are a
+    property of the data: the series is left out with one log line and a sentence in the report, and
+    a study none of whose selected series can be used ends with nothing to analyse (a
+    NOTHING_SELECTED outcome, exit code 0). Any other exception is an internal error and fails the
+    study (`study_batch.advance` logs it with its traceback).
     """
     prepared = PreparedStudy(study=selection.study)
-    problems: list[str] = []
     for chosen in selection.selected:
         try:
             prepared.series.append(prepare_series(chosen, settings, mean, std, study_ref=selection.study.ref))
-        except Exception as exc:  # a bad series must not hide the good ones; logged and counted
-            problem = f"series {chosen.series.header.get('SeriesNumber', '?')} ({chosen.selection_name}): {exc}"
-            logger.error("study %s: %s; this series is left out of the report", selection.study.ref, problem)
-            problems.append(problem)
-    prepared.left_out = len(problems)
+        except (PreprocessingError, PixelDataError) as exc:
+            number = chosen.series.header.get("SeriesNumber", "?")
+            modality = chosen.series.modality or "no modality"
+            note = f"Series {number} ({modality}, selection '{chosen.selection_name}') was left out: {exc.short}."
+            logger.warning("study %s: %s", selection.study.ref, note)  # the files and details were logged above
+            prepared.notes.append(note)
+            prepared.left_out += 1
+            continue
+        volume = chosen.series.modality.strip().upper() in settings.volume_modalities and len(chosen.series.instances) > 1
+        irregular = geometry_notes(chosen.series.instances) if volume else []
+        if irregular:
+            number = chosen.series.header.get("SeriesNumber", "?")
+            note = f"Series {number} ({chosen.series.modality}) is an irregular volume: {'; '.join(irregular)}."
+            logger.warning("study %s: %s", selection.study.ref, note)
+            prepared.notes.append(note)
     if not prepared.series:
-        raise NothingPreparedError("no selected series could be prepared: " + "; ".join(problems))
+        reason = "none of the selected images could be used: " + " ".join(prepared.notes) + " No report is produced."
+        logger.warning("study %s: nothing to analyse: %s", selection.study.ref, reason)
+        return StudyOutcome(
+            study_ref=selection.study.ref, status=OutcomeStatus.NOTHING_SELECTED, reason=reason, stage="preprocessing"
+        )
     return prepared
 
 

@@ -19,12 +19,13 @@ class PHIScrubberOperator(StudyStageOperator):
     export (`--deid-export`) may copy after the SR writer has written the study's results.
     """
 
-    def __init__(self, fragment, *args, **kwargs):
+    def __init__(self, fragment, *args, clinical_context: bool = False, **kwargs):
+        self.clinical_context = clinical_context
         self.analysed_inputs: dict[str, list[Path]] = {}
         super().__init__(fragment, *args, stage="phi scrubbing", step=self._scrub, **kwargs)
 
     def _scrub(self, analysis: StudyAnalysis) -> StudyAnalysis:
-        scrubbed = scrub_analysis(analysis)
+        scrubbed = scrub_analysis(analysis, clinical_context=self.clinical_context)
         self.analysed_inputs[analysis.study.ref] = analysed_input_files(analysis)
         counts = ", ".join(f"{category} {count}" for category, count in scrubbed.redactions.items()) or "none"
         logger.info("study %s: free text scrubbed (redactions: %s)", analysis.study.ref, counts)

@@ -14,11 +14,15 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import get_decoder
 
+from operators.dicom_read import read_dataset
 from operators.messages import InstanceFile
 
 
 class PixelDataError(RuntimeError):
     """An instance's pixel data cannot be read or decoded; the message names the file and why."""
+
+    #: Why, in a few words without the file, for the report.
+    short = "pixel data that could not be read or decoded"
 
 
 def decoder_problem(transfer_syntax_uid: str) -> str | None:
@@ -47,7 +51,7 @@ def read_pixels(instance: InstanceFile) -> tuple[Dataset, np.ndarray]:
     """
     path = Path(instance.path)
     try:
-        dataset = pydicom.dcmread(path)
+        dataset = read_dataset(path)
     except (InvalidDicomError, OSError, EOFError, ValueError) as exc:
         raise PixelDataError(f"{path}: cannot read the file again for its pixel data: {exc}") from exc
     if "PixelData" not in dataset and "FloatPixelData" not in dataset and "DoubleFloatPixelData" not in dataset:
@@ -58,5 +62,6 @@ def read_pixels(instance: InstanceFile) -> tuple[Dataset, np.ndarray]:
     try:
         array = dataset.pixel_array
     except Exception as exc:  # decoders raise many types (ValueError, RuntimeError, plugin errors)
-        raise PixelDataError(f"{path}: pixel data could not be decoded ({type(exc).__name__}: {exc})") from exc
+        detail = " ".join(str(exc).split())  # decoders give several lines (one per plugin tried): keep one
+        raise PixelDataError(f"{path}: pixel data could not be decoded ({type(exc).__name__}: {detail})") from exc
     return dataset, np.asarray(array)

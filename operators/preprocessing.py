@@ -67,7 +67,17 @@ _GREYSCALE_INTERPRETATIONS = ("MONOCHROME1", "MONOCHROME2")
 
 
 class PreprocessingError(RuntimeError):
-    """A selected series or instance cannot be turned into model input; the message names the file and why."""
+    """A selected series or instance cannot be turned into model input; the message names the file and why.
+
+    This is a property of the data (too small, blank, unsupported or undecodable pixels), not an
+    internal error: the image is left out with its reason, and a study none of whose images can be
+    used has nothing to analyse (exit code 0). `short` says why in a few words without naming the
+    file, for the report.
+    """
+
+    def __init__(self, message: str, *, short: str = "unsupported pixel data"):
+        super().__init__(message)
+        self.short = short
 
 
 # --------------------------------------------------------------------------- planning
@@ -197,6 +207,11 @@ def _colour(frames: np.ndarray, dataset: Dataset, photometric: str) -> tuple[np.
 # --------------------------------------------------------------------------- per instance
 
 
+def _blank(frame: np.ndarray) -> bool:
+    """Whether a frame holds one value only (a placeholder, an empty capture): nothing to analyse."""
+    return frame.size == 0 or bool(np.all(frame == frame.flat[0]))
+
+
 @dataclass
 class _InstanceImages:
     """The prepared images of one instance: (H, W, 3) floats in [0, 1], with their sources."""
@@ -259,10 +274,17 @@ def _prepare_instance(
     if min(rows, cols) < settings.min_image_side:
         raise PreprocessingError(
             f"{path}: image is {rows}×{cols} pixels, smaller than the {settings.min_image_side} pixels per side "
-            "the analysis needs (setting min_image_side)"
+            "the analysis needs (setting min_image_side)",
+            short=f"image of {rows}×{cols} pixels, smaller than {settings.min_image_side} pixels per side",
         )
 
-    chosen = sample_indices(frames_total, planned.max_frames, planned.frame_coverage)
+    chosen = [i for i in sample_indices(frames_total, planned.max_frames, planned.frame_coverage) if not _blank(frames[i])]
+    if not chosen:
+        raise PreprocessingError(
+            f"{path}: {'every sampled frame is' if frames_total > 1 else 'the image is'} blank (all pixels have "
+            "the same value)",
+            short="blank image (all pixels have the same value)",
+        )
     result = _InstanceImages(frames_total=frames_total, frames_used=[i + 1 for i in chosen])
     frame_numbers: list[int | None] = [i + 1 if frames_total > 1 else None for i in chosen]
 
@@ -306,6 +328,11 @@ def _check_normalisation(mean: Sequence[float], std: Sequence[float]) -> tuple[n
     if mean_arr.shape != (3,) or std_arr.shape != (3,) or not np.all(std_arr > 0):
         raise ValueError(f"the model's mean and std must be three values each, std positive; got {mean!r} and {std!r}")
     return mean_arr, std_arr
+
+
+def _reasons(shorts: Sequence[str]) -> str:
+    """The distinct short reasons, in order of first appearance."""
+    return "; ".join(dict.fromkeys(shorts)) or "unsupported pixel data"
 
 
 def _count(n: int, noun: str) -> str:
@@ -378,12 +405,14 @@ def prepare_series(
     prepared: list[_InstanceImages] = []
     intensity: list[str] = []
     failures: list[str] = []
+    shorts: list[str] = []
     for planned in plan.items:
         try:
             dataset, array = pixel_data.read_pixels(planned.instance)
             result = _prepare_instance(planned, dataset, array, modality, body_part, settings)
         except (PixelDataError, PreprocessingError) as exc:
             failures.append(str(exc))
+            shorts.append(exc.short)
             logger.warning(
                 "%sleft out of the %s analysis: %s",
                 f"study {study_ref}: " if study_ref else "",
@@ -405,7 +434,7 @@ def prepare_series(
             summary = f"the selected instance of {series_words} could not be prepared"
         else:
             summary = f"none of the {len(plan.items)} selected instances of {series_words} could be prepared"
-        raise PreprocessingError(f"{summary}: {shown}")
+        raise PreprocessingError(f"{summary}: {shown}", short=_reasons(shorts))
 
     size = settings.image_size
     padding = "the model's mean colour" if settings.padding == "mean" else "black"
@@ -416,7 +445,7 @@ def prepare_series(
     )
     if failures:
         verb = "was" if len(failures) == 1 else "were"
-        method += f" {_count(len(failures), 'selected instance')} could not be read and {verb} left out."
+        method += f" {_count(len(failures), 'selected instance')} could not be used ({_reasons(shorts)}) and {verb} left out."
     return PreparedSeries(
         selection=selected,
         tensors=np.ascontiguousarray(np.stack(tensors), dtype=np.float32),

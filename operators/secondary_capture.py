@@ -4,9 +4,9 @@ Built with highdicom's `SCImage` (Secondary Capture Image Storage, true colour R
 uncompressed): patient and study identity from the source study's header, a new series of this
 application, the evaluated source image referenced in Source Image Sequence (purpose DCM 121322
 "Source image for image processing operation"), Image Type DERIVED\\SECONDARY, Conversion Type
-WSD (workstation), and the AI notice in Image Comments and Derivation Description. No identifier
-is drawn into the pixels (Burned In Annotation NO); Recognizable Visual Features is copied from
-the source, since a photograph of a face stays recognisable under the overlay.
+WSD (workstation), and the AI notice in Image Comments and Derivation Description. The product
+draws no identifier into the pixels, but the capture shows its source image, so Burned In
+Annotation and Recognizable Visual Features follow the source (`capture_content_flags`).
 
 `write_png_preview` turns a written capture into a PNG for people without a DICOM viewer (the demo).
 """
@@ -26,7 +26,8 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import ExplicitVRLittleEndian
 
 from operators.messages import ImageSource
-from operators.sr_content import DeviceIdentity
+from operators.output_identity import ReportIdentity
+from operators.sr_content import DeviceIdentity, allows_frame_references
 
 #: Series number of the captures (the SR uses 9001).
 CAPTURE_SERIES_NUMBER = 9002
@@ -37,6 +38,10 @@ AI_COMMENT = (
 UNTRAINED_COMMENT = " UNTRAINED MODEL \u2014 NOT MEANINGFUL: the model has random weights; the findings are meaningless."
 
 _BIPED = {"A", "P", "R", "L", "H", "F"}
+#: SOP classes of the Visible Light image family (photographic, dermoscopic, endoscopic, ...).
+VL_IMAGE_CLASS_PREFIX = "1.2.840.10008.5.1.4.1.1.77.1."
+#: Modalities of visible-light photographs.
+PHOTOGRAPHIC_MODALITIES = frozenset({"XC", "DMS", "ES", "GM", "IO", "OP", "SM"})
 
 
 class CaptureBuildError(ValueError):
@@ -57,11 +62,39 @@ def _patient_orientation(source: Dataset) -> list[str] | str:
     return ""
 
 
+def is_photograph(header: Dataset) -> bool:
+    """Whether an image is a visible-light photograph (VL image classes, photographic modalities, colour OT)."""
+    sop_class = str(header.get("SOPClassUID", "") or "")
+    modality = str(header.get("Modality", "") or "").strip().upper()
+    colour = int(header.get("SamplesPerPixel", 1) or 1) == 3
+    return sop_class.startswith(VL_IMAGE_CLASS_PREFIX) or modality in PHOTOGRAPHIC_MODALITIES or (modality == "OT" and colour)
+
+
+def capture_content_flags(source: Dataset) -> tuple[str, str | None]:
+    """Burned In Annotation and Recognizable Visual Features of a capture that shows `source`'s pixels.
+
+    A capture copies what its source image shows, text and faces included, so it declares what the
+    source declares. Where a **photograph** says nothing, both are declared YES: a photograph can
+    show a wristband, a chart, a name on a whiteboard or a face, and nothing here reads its pixels
+    to rule that out; declaring YES keeps such captures out of de-identified exports. Other images
+    that say nothing are declared to have no burned-in annotation (their pixels are what the
+    modality acquired) and Recognizable Visual Features is left out. Returns (burned-in, recognizable
+    or None for "leave out").
+    """
+    burned = str(source.get("BurnedInAnnotation", "") or "").strip().upper()
+    recognizable = str(source.get("RecognizableVisualFeatures", "") or "").strip().upper()
+    photograph = is_photograph(source)
+    burned_in = burned if burned in ("YES", "NO") else ("YES" if photograph else "NO")
+    if recognizable in ("YES", "NO"):
+        return burned_in, recognizable
+    return burned_in, "YES" if photograph else None
+
+
 def _source_reference(source: ImageSource) -> Dataset:
     item = Dataset()
     item.ReferencedSOPClassUID = source.sop_class_uid
     item.ReferencedSOPInstanceUID = source.sop_instance_uid
-    if source.frame is not None:
+    if source.frame is not None and allows_frame_references(source.sop_class_uid):
         item.ReferencedFrameNumber = source.frame
     purpose = Dataset()
     concept = codes.DCM.SourceImageForImageProcessingOperation
@@ -74,7 +107,7 @@ def build_secondary_capture(
     pixels: np.ndarray,
     *,
     study_ref: str,
-    study_header: Dataset,
+    identity: ReportIdentity,
     source_header: Dataset,
     source: ImageSource,
     device: DeviceIdentity,
@@ -86,15 +119,16 @@ def build_secondary_capture(
 ) -> SCImage:
     """A true-colour Secondary Capture of `pixels` (RGB uint8) in the source study, in a new series.
 
-    Raises CaptureBuildError (naming the study reference) when the study header lacks its Study
-    Instance UID or holds values highdicom refuses.
+    Patient and study attributes are `identity` (`operators.output_identity`): identifying values
+    exactly as received, the rest conformant. What the pixels may show is declared from the source
+    (`capture_content_flags`). Raises CaptureBuildError (naming the study reference) when the
+    identity lacks its Study Instance UID or highdicom refuses a value.
     """
     if pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.dtype != np.uint8:
         raise CaptureBuildError(f"study {study_ref}: a capture needs an 8-bit RGB image, got {pixels.dtype} {pixels.shape}")
-    study_uid = _text(study_header, "StudyInstanceUID")
+    study_uid = _text(identity.dataset, "StudyInstanceUID")
     if not study_uid:
         raise CaptureBuildError(f"study {study_ref}: the source header lacks StudyInstanceUID; the capture cannot be filed")
-    sex = str(study_header.get("PatientSex", "") or "").strip().upper()
     laterality = str(source_header.get("Laterality", "") or "").strip().upper()
     try:
         capture = SCImage(
@@ -108,15 +142,6 @@ def build_secondary_capture(
             sop_instance_uid=pydicom.uid.generate_uid(),
             instance_number=instance_number,
             manufacturer=device.manufacturer,
-            patient_id=_text(study_header, "PatientID"),
-            patient_name=study_header.get("PatientName") or None,
-            patient_birth_date=_text(study_header, "PatientBirthDate"),
-            patient_sex=sex if sex in ("M", "F", "O") else None,
-            accession_number=_text(study_header, "AccessionNumber"),
-            study_id=_text(study_header, "StudyID"),
-            study_date=_text(study_header, "StudyDate"),
-            study_time=_text(study_header, "StudyTime"),
-            referring_physician_name=study_header.get("ReferringPhysicianName") or None,
             laterality=laterality if laterality in ("L", "R") else None,
             # highdicom asks for an orientation in the patient coordinate system; the true value
             # (or an empty Type 2 value) is set below, as a photograph's orientation is often unknown.
@@ -129,14 +154,15 @@ def build_secondary_capture(
         )
     except (ValueError, TypeError) as exc:
         raise CaptureBuildError(f"study {study_ref}: the Secondary Capture cannot be built: {exc}") from exc
+    identity.apply_to(capture)
     capture.SpecificCharacterSet = "ISO_IR 192"
     capture.PatientOrientation = _patient_orientation(source_header)
     capture.ConversionType = "WSD"
     if "Laterality" not in capture:
         capture.Laterality = ""  # Type 2C in General Series: present, empty when the source's is unknown
-    capture.BurnedInAnnotation = "NO"
-    recognizable = str(source_header.get("RecognizableVisualFeatures", "") or "").strip().upper()
-    if recognizable in ("YES", "NO"):
+    burned_in, recognizable = capture_content_flags(source_header)
+    capture.BurnedInAnnotation = burned_in
+    if recognizable is not None:
         capture.RecognizableVisualFeatures = recognizable
     comment = AI_COMMENT.format(app=device.observer_name) + (UNTRAINED_COMMENT if untrained else "")
     capture.ImageComments = comment

@@ -38,6 +38,15 @@ Where the SDK raises for data it cannot handle, this module decides instead (eac
 - ``ImageOrientationPatient`` in a series without a supported PatientPosition, or with a
   malformed orientation, does not match (the SDK raises and stops the whole selection).
 - Person names and dates are matched as text (the SDK raises for them).
+- A condition that only excludes terms (``"ImageType": ["!LOCALIZER"]``) holds when the attribute
+  is absent: an absent optional attribute never excludes a series (the SDK fails the condition).
+- Originals only: series that are not original acquisitions (derived and secondary images, screen
+  saves, burned-in annotation; `operators.image_provenance`) are left out unless a rule asks for
+  them by a condition on the attribute that marks them; the product's own earlier outputs and
+  private SOP classes are always left out.
+- Every series that is not selected is described once (`StudySelection.not_selected`, logged by
+  the SeriesSelector), with its exclusion or, per selection, the attribute of the first condition
+  that failed (never the attribute's value).
 
 And, stricter than the SDK, a rules file is checked when it is loaded, so that a mistake is
 reported at start-up rather than silently selecting nothing: every selection needs a non-empty
@@ -64,6 +73,7 @@ from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.valuerep import PersonName
 
+from operators.image_provenance import Exclusion, exclusion_of
 from operators.messages import SelectedSeries, SeriesHeader, StudyHeader, StudySelection
 
 log = logging.getLogger("biomedclip_map.selector")
@@ -409,10 +419,22 @@ def _describe(series: SeriesHeader, study: StudyHeader) -> str:
     return f"series #{index} (number {number}, {series.modality or 'no modality'}, {len(series.instances)} instances)"
 
 
-def rule_matches(rule: SelectionRule, series: SeriesHeader, study: StudyHeader, source: str) -> bool:
-    """Whether every condition of `rule` holds for `series` (conditions in file order, as the SDK)."""
+def _exclusion_only(condition: Condition) -> bool:
+    """Whether a condition only excludes terms (``"!LOCALIZER"``, ``["!LOCALIZER", "!SCOUT"]``)."""
+    terms = condition if isinstance(condition, list) else [condition]
+    return bool(terms) and all(isinstance(t, str) and t.startswith("!") for t in terms)
+
+
+def rule_mismatch(rule: SelectionRule, series: SeriesHeader, study: StudyHeader, source: str) -> str | None:
+    """Why `rule` does not select `series` (the first condition that fails, in file order), or None.
+
+    The reason names the condition's attribute and whether it was absent or did not match, never
+    the series' value (values can hold patient data). A condition that only excludes terms holds
+    when the attribute is absent: there is nothing to exclude (the SDK would fail it, which made
+    CT and MR series without Image Type unselectable by ``"ImageType": ["!LOCALIZER"]``).
+    """
     if not rule.conditions:
-        return False
+        return "the selection has no conditions"
     for key, condition in rule.conditions:
         if not condition:  # the SDK ignores empty conditions
             continue
@@ -421,7 +443,9 @@ def rule_matches(rule: SelectionRule, series: SeriesHeader, study: StudyHeader, 
         except _UnmatchableAttribute as exc:
             raise SelectionRulesError(f"{rule.where(source, key)}: {exc}") from exc
         if value is None:
-            return False
+            if _exclusion_only(condition):
+                continue
+            return f"{key} is absent"
         try:
             matched = condition_matches(key, condition, value, series)
         except _OrientationUnknown as exc:
@@ -429,37 +453,72 @@ def rule_matches(rule: SelectionRule, series: SeriesHeader, study: StudyHeader, 
                 "Study %s, %s: orientation unknown (%s); %s does not match",
                 study.ref, _describe(series, study), exc, rule.where(source, key),
             )
-            return False
+            return f"{key}: orientation unknown"
         except (ValueError, re.error) as exc:
             raise SelectionRulesError(f"{rule.where(source, key)}: {exc}") from exc
         if not matched:
-            return False
-    return True
+            return f"{key} does not match"
+    return None
 
 
-def select_series(study: StudyHeader, rules: SelectionRules, *, all_matched: bool = True) -> StudySelection:
+def rule_matches(rule: SelectionRule, series: SeriesHeader, study: StudyHeader, source: str) -> bool:
+    """Whether every condition of `rule` holds for `series` (conditions in file order, as the SDK)."""
+    return rule_mismatch(rule, series, study, source) is None
+
+
+def rule_asks_for(rule: SelectionRule, exclusion: Exclusion) -> bool:
+    """Whether `rule` explicitly asks for images left out for `exclusion`'s reason.
+
+    It does when one of its conditions names an attribute that marks such images (Image Type for
+    derived images, Conversion Type or SOP Class UID for secondary captures, Burned In Annotation)
+    with a value that is not only an exclusion. Our own outputs can never be asked for.
+    """
+    return any(
+        key in exclusion.attributes and condition and not _exclusion_only(condition)
+        for key, condition in rule.conditions
+    )
+
+
+def select_series(
+    study: StudyHeader, rules: SelectionRules, *, all_matched: bool = True, originals_only: bool = True
+) -> StudySelection:
     """Select the series of `study` that the rules name (see the module docstring for semantics).
 
     `all_matched` (default) selects every matching series per selection name; False keeps the
     first only, in study order (the SDK's default). A series is selected once, under the name of
-    the first entry in file order that matches it.
+    the first entry in file order that matches it. Series that are not original acquisitions
+    (`operators.image_provenance`) are left out unless a rule asks for them explicitly; our own
+    earlier outputs always are (`originals_only=False` turns this policy off and leaves the SDK's
+    matching alone, for comparisons with the SDK). `not_selected` holds a log-safe sentence for every
+    series that is not selected: its exclusion or, per selection name, the condition that failed.
 
     Raises `SelectionRulesError` when a condition cannot apply to a series' attribute (e.g. a
     sequence attribute), naming the file, the selection and the key.
     """
     chosen: dict[str, list[SeriesHeader]] = {name: [] for name in rules.names}
     taken: set[str] = set()
+    exclusions = {
+        series.series_instance_uid: exclusion_of(series.header) if originals_only else None for series in study.series
+    }
+    why_not: dict[str, dict[str, str]] = {series.series_instance_uid: {} for series in study.series}
     for rule in rules.rules:
         if not all_matched and chosen[rule.name]:
             continue
         for series in study.series:
-            if series.series_instance_uid in taken:
+            uid = series.series_instance_uid
+            if uid in taken:
                 continue
-            if rule_matches(rule, series, study, rules.source):
+            exclusion = exclusions[uid]
+            if exclusion is not None and (exclusion.never or not rule_asks_for(rule, exclusion)):
+                continue
+            mismatch = rule_mismatch(rule, series, study, rules.source)
+            if mismatch is None:
                 chosen[rule.name].append(series)
-                taken.add(series.series_instance_uid)
+                taken.add(uid)
                 if not all_matched:
                     break
+            else:
+                why_not[uid].setdefault(rule.name, mismatch)
     order = {series.series_instance_uid: i for i, series in enumerate(study.series)}
     selected = [
         SelectedSeries(selection_name=name, series=series)
@@ -472,6 +531,16 @@ def select_series(study: StudyHeader, rules: SelectionRules, *, all_matched: boo
                 "Study %s: selection '%s' picked %s",
                 study.ref, name, "; ".join(_describe(series, study) for series in picked),
             )
-    if not selected:
-        log.info("Study %s: no series matched any selection of %s", study.ref, rules.source)
-    return StudySelection(study=study, selected=selected)
+    not_selected: list[str] = []
+    for series in study.series:
+        uid = series.series_instance_uid
+        if uid in taken:
+            continue
+        exclusion = exclusions[uid]
+        if exclusion is not None:
+            why = f"left out of analysis: {exclusion.reason}"
+        else:
+            failed = "; ".join(f"'{name}': {reason}" for name, reason in why_not[uid].items()) or "no selection applies"
+            why = f"not selected ({failed})"
+        not_selected.append(f"{_describe(series, study)}: {why}")
+    return StudySelection(study=study, selected=selected, not_selected=not_selected)

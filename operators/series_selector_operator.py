@@ -17,12 +17,10 @@ def selection_or_outcome(study: StudyHeader, rules: SelectionRules) -> StudySele
     """The study's selected series, or a NOTHING_SELECTED outcome (no report) with its reason."""
     selection = select_series(study, rules)
     if selection.selected:
+        for line in selection.not_selected:
+            logger.info("study %s, %s", study.ref, line)
         return selection
-    modalities = sorted({s.modality or "none" for s in study.series})
-    reason = (
-        f"no series matches the selection rules (series modalities: {', '.join(modalities)}); "
-        "no report is produced for this study"
-    )
+    reason = "no series to analyse: " + "; ".join(selection.not_selected) + "; no report is produced for this study"
     logger.warning("study %s: %s", study.ref, reason)
     return StudyOutcome(study_ref=study.ref, status=OutcomeStatus.NOTHING_SELECTED, reason=reason, stage="selection")
 

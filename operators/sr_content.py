@@ -28,15 +28,14 @@ report back (`operators.sr_readback.read_findings`) must give the same value.
 from __future__ import annotations
 
 import contextlib
-import copy
 import functools
 import logging
+import math
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import pydicom
 from highdicom import UID
 from highdicom._standard_utils import is_attribute_in_iod
 from highdicom.sr import (
@@ -66,10 +65,12 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 from pydicom.sr.codedict import codes
-from pydicom.valuerep import DA, TM
 
 from operators import coding
-from operators.messages import ImageSource, InstanceFile, SeriesAnalysis, StudyAnalysis
+from operators.dicom_read import read_dataset
+from operators.messages import DocumentReference, ImageSource, InstanceFile, SeriesAnalysis, StudyAnalysis
+from operators.output_identity import ReportIdentity, report_identity
+from operators.product_identity import SR_SERIES_DESCRIPTION, SR_SERIES_DESCRIPTION_UNTRAINED
 from operators.tasks import Code
 
 logger = logging.getLogger(__name__)
@@ -89,25 +90,8 @@ UNTRAINED_NOTICE = (
     "The results are meaningless and must not be used for any clinical purpose."
 )
 
-SERIES_DESCRIPTION = "BiomedCLIP zero-shot analysis (AI)"
-SERIES_DESCRIPTION_UNTRAINED = "BiomedCLIP zero-shot analysis (AI, UNTRAINED MODEL)"
-
-# Attributes of the Patient and General Study modules that identify where the report files.
-# StudyInstanceUID is type 1; the others are type 2 (present, possibly empty).
-_IDENTITY_TYPE2 = (
-    "PatientName",
-    "PatientID",
-    "PatientBirthDate",
-    "PatientSex",
-    "StudyDate",
-    "StudyTime",
-    "AccessionNumber",
-    "ReferringPhysicianName",
-    "StudyID",
-)
-_DATE_ATTRIBUTES = ("PatientBirthDate", "StudyDate")
-_TIME_ATTRIBUTES = ("StudyTime",)
-_PATIENT_SEX_VALUES = frozenset({"M", "F", "O", ""})
+SERIES_DESCRIPTION = SR_SERIES_DESCRIPTION
+SERIES_DESCRIPTION_UNTRAINED = SR_SERIES_DESCRIPTION_UNTRAINED
 
 _TOLERANCE = 1e-4  # how far outside [0, 1] a probability may stray through float rounding
 
@@ -267,7 +251,14 @@ def _narrative(analysis: StudyAnalysis, extra_text: Sequence[str]) -> tuple[str,
             f"most probable label: {top.name} ({stored_percent(series.top_probability):.2f} %). "
             f"Preprocessing: {series.preprocessing}"
         )
+    lines.extend(analysis.notes)
     lines.extend(_burn_narrative(analysis))
+    if analysis.study.earlier_reports:
+        count = len(analysis.study.earlier_reports)
+        lines.append(
+            f"This report supersedes {count} earlier report(s) of this study by this application, listed in the "
+            "Predecessor Documents Sequence."
+        )
     lines.extend(str(text) for text in extra_text if str(text).strip())
     return tuple(lines)
 
@@ -344,7 +335,7 @@ def _instance_headers(analysis: StudyAnalysis) -> dict[str, Dataset]:
                     "instances of its series"
                 )
             try:
-                header = pydicom.dcmread(instance.path, stop_before_pixels=True)
+                header = read_dataset(instance.path, stop_before_pixels=True)
             except (InvalidDicomError, OSError, EOFError, ValueError) as exc:
                 raise ReportBuildError(
                     f"study {ref}: cannot read the header of evaluated file {instance.path} again: {exc}"
@@ -375,13 +366,14 @@ def _study_instance_uid(analysis: StudyAnalysis) -> str:
     return study_uid
 
 
-def _identity_carrier(analysis: StudyAnalysis, study_uid: str, headers: Sequence[Dataset]) -> Dataset:
-    """A copy of an evaluated header of the study, carrying the study header's patient/study identity.
+def _identity_carrier(analysis: StudyAnalysis, study_uid: str, headers: Sequence[Dataset], identity: ReportIdentity) -> Dataset:
+    """The first evidence dataset: an evaluated instance's SOP identity with the report's patient/study identity.
 
-    highdicom takes the new document's patient and study attributes (the Patient, General Study
-    and Patient Study modules) from the first evidence dataset; this copy makes the identifying
-    ones the study header's. Type 2 attributes that the source lacks are written empty, as those
-    modules allow.
+    highdicom copies the new document's Patient, General Study and Patient Study modules from the
+    first evidence dataset. Giving it a minimal dataset (the instance's four UIDs plus the
+    conformant identity of `operators.output_identity`) rather than the source header keeps the
+    source's invalid values and free text out of the report while filing it exactly where the
+    source is filed.
     """
     ref = analysis.study.ref
     same_study = [h for h in headers if str(h.StudyInstanceUID) == study_uid]
@@ -389,28 +381,12 @@ def _identity_carrier(analysis: StudyAnalysis, study_uid: str, headers: Sequence
         raise ReportBuildError(
             f"study {ref}: none of the evaluated instances carries the study's StudyInstanceUID"
         )
-    source = analysis.study.header
-    # Checked before anything is assigned: pydicom logs an invalid value it is given, and a
-    # birth date must not reach a log.
-    for keyword, parse in [(k, DA) for k in _DATE_ATTRIBUTES] + [(k, TM) for k in _TIME_ATTRIBUTES]:
-        try:
-            parse(str(source.get(keyword) or ""))
-        except ValueError:
-            raise ReportBuildError(
-                f"study {ref}: {keyword} in the source header is not a valid DICOM "
-                f"{'date' if parse is DA else 'time'}; correct it at the source and resend the study"
-            ) from None
-    carrier = copy.deepcopy(same_study[0])
-    for keyword in _IDENTITY_TYPE2:
-        value = source.get(keyword)
-        setattr(carrier, keyword, "" if value is None else value)
-    sex = str(carrier.get("PatientSex") or "").strip().upper()
-    if sex not in _PATIENT_SEX_VALUES:
-        logger.warning(
-            "study %s: PatientSex in the source header is not M, F or O; the report leaves it empty", ref
-        )
-        sex = ""
-    carrier.PatientSex = sex
+    source = same_study[0]
+    carrier = Dataset()
+    for keyword in ("SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID"):
+        setattr(carrier, keyword, source[keyword].value)
+    identity.apply_to(carrier)
+    carrier.StudyInstanceUID = study_uid
     return carrier
 
 
@@ -459,7 +435,11 @@ def _numbers(header: Dataset, keyword: str, count: int) -> list[float] | None:
     values = list(value) if isinstance(value, (list, tuple, MultiValue)) else [value]
     if len(values) != count or any(v in (None, "") for v in values):
         return None
-    return [float(v) for v in values]
+    try:
+        numbers = [float(v) for v in values]
+    except (TypeError, ValueError):  # a malformed DS/IS in the source: the descriptor is left out
+        return None
+    return numbers if all(math.isfinite(n) for n in numbers) else None
 
 
 def _library_descriptors(header: Dataset) -> list:
@@ -635,6 +615,48 @@ def _procedures(analysis: StudyAnalysis) -> list[CodedConcept]:
     return procedures
 
 
+def predecessor_documents(references: Sequence[DocumentReference]) -> list[Dataset]:
+    """Predecessor Documents Sequence items (Hierarchical SOP Instance Reference Macro) for earlier reports.
+
+    One item per study, holding one Referenced Series item per series with its SOP references;
+    duplicates are removed.
+    """
+    studies: dict[str, dict[str, dict[str, str]]] = {}
+    for reference in references:
+        series = studies.setdefault(reference.study_instance_uid, {}).setdefault(reference.series_instance_uid, {})
+        series[reference.sop_instance_uid] = reference.sop_class_uid
+    items = []
+    for study_uid, series_map in studies.items():
+        study = Dataset()
+        study.StudyInstanceUID = study_uid
+        study.ReferencedSeriesSequence = []
+        for series_uid, instances in series_map.items():
+            series = Dataset()
+            series.SeriesInstanceUID = series_uid
+            series.ReferencedSOPSequence = []
+            for instance_uid, class_uid in instances.items():
+                sop = Dataset()
+                sop.ReferencedSOPClassUID = class_uid
+                sop.ReferencedSOPInstanceUID = instance_uid
+                series.ReferencedSOPSequence.append(sop)
+            study.ReferencedSeriesSequence.append(series)
+        items.append(study)
+    return items
+
+
+def _separate_containers(item: Dataset) -> None:
+    """Make every CONTAINER of the content tree SEPARATE.
+
+    highdicom writes containers as CONTINUOUS, which tells a viewer that the items form one running
+    text: DCMTK's dsr2html then prints the measurements as a run of bare values ("20.0 % 20.0 % No
+    Yes"). The report's items are separate statements, each with its concept name.
+    """
+    if str(item.get("ValueType", "")) == "CONTAINER":
+        item.ContinuityOfContent = "SEPARATE"
+    for child in item.get("ContentSequence", []) or []:
+        _separate_containers(child)
+
+
 def build_report(
     analysis: StudyAnalysis,
     *,
@@ -643,12 +665,18 @@ def build_report(
     instance_number: int = 1,
     extra_text: Sequence[str] = (),
     complete: bool = True,
+    identity: ReportIdentity | None = None,
 ) -> Comprehensive3DSR:
     """Build the Comprehensive 3D SR (TID 1500) that reports `analysis` into its own study.
 
     `extra_text` lines are appended to the narrative as they are (they must already be free of
     PHI). `complete` sets CompletionFlag: False (PARTIAL) when some selected series of the study
     could not be analysed. The document is always UNVERIFIED and PRELIMINARY.
+
+    The patient and study attributes are `identity` (default: `report_identity` of the study
+    header): identifying values exactly as received, everything else conformant. The product's
+    earlier reports of the study found in the input are listed in the Predecessor Documents
+    Sequence.
 
     Raises ReportBuildError, naming the study ref and the attribute or file, when the source
     lacks something the report needs (StudyInstanceUID, a readable header of an evaluated
@@ -658,7 +686,8 @@ def build_report(
     study_uid = _study_instance_uid(analysis)
     findings = report_findings(analysis, extra_text=extra_text)
     headers = _instance_headers(analysis)
-    carrier = _identity_carrier(analysis, study_uid, list(headers.values()))
+    identity = identity or report_identity(analysis.study.header)
+    carrier = _identity_carrier(analysis, study_uid, list(headers.values()), identity)
     evidence = [carrier] + [h for h in headers.values() if h.SOPInstanceUID != carrier.SOPInstanceUID]
 
     groups = [
@@ -687,9 +716,10 @@ def build_report(
     # the library is inserted here, before the Imaging Measurements container (the last item).
     root.ContentSequence.insert(len(root.ContentSequence) - 1, _image_library(list(headers.values())))
     root.ContentSequence.append(_narrative_container(findings.narrative))
+    _separate_containers(root)
 
     with _highdicom_without_phi():
-        return Comprehensive3DSR(
+        report = Comprehensive3DSR(
             evidence=evidence,
             content=root,
             series_instance_uid=UID(),
@@ -707,6 +737,10 @@ def build_report(
             coding_schemes=[coding.coding_scheme_identification()],
             specific_character_set="ISO_IR 192",
         )
+    identity.apply_to(report)  # exactly as built: highdicom's setters may have re-typed values
+    if analysis.study.earlier_reports:
+        report.PredecessorDocumentsSequence = predecessor_documents(analysis.study.earlier_reports)
+    return report
 
 
 # --------------------------------------------------------------------------- burn findings

@@ -9,10 +9,11 @@ from pathlib import Path
 from holoscan.core import Operator, OperatorSpec
 from pydicom.uid import generate_uid
 
-from app import APP_NAME, __version__
 from operators.burn_analysis import burn_summary
 from operators.dicom_output import write_dataset_atomically
 from operators.messages import OutcomeStatus, StudyAnalysis, StudyOutcome
+from operators.output_identity import report_identity
+from operators.product_identity import MANUFACTURER, MODEL_NAME, SOFTWARE_VERSION
 from operators.result_json import write_result_json
 from operators.sr_content import DeviceIdentity, build_report
 from operators.study_batch import advance
@@ -20,11 +21,14 @@ from operators.study_captures import build_study_captures, write_study_captures
 
 logger = logging.getLogger("biomedclip_map.sr_writer")
 
+#: Findings named in the "report written" log line (the SR holds them all).
+SUMMARY_LINES_LOGGED = 5
+
 THIS_DEVICE = DeviceIdentity(
-    manufacturer=f"{APP_NAME} project",
-    model_name=APP_NAME,
-    software_version=__version__,
-    device_uid=generate_uid(entropy_srcs=[APP_NAME, __version__]),
+    manufacturer=MANUFACTURER,
+    model_name=MODEL_NAME,
+    software_version=SOFTWARE_VERSION,
+    device_uid=generate_uid(entropy_srcs=[MODEL_NAME, SOFTWARE_VERSION]),
 )
 
 
@@ -32,9 +36,17 @@ def write_study_report(
     analysis: StudyAnalysis, output_dir: Path, results_json_dir: Path | None, device: DeviceIdentity = THIS_DEVICE
 ) -> StudyOutcome:
     """Build the study's SR and viewable images, write them (and the JSON results where configured), say what was written."""
+    identity = report_identity(analysis.study.header)
+    if identity.fixes:
+        logger.warning(
+            "study %s: source header values the outputs cannot carry as they are: %s",
+            analysis.study.ref, "; ".join(fix.describe() for fix in identity.fixes),
+        )
     # clinical_context was built from the study's free text and scrubbed by the PHIScrubber.
-    report = build_report(analysis, device=device, complete=analysis.left_out == 0, extra_text=analysis.clinical_context)
-    captures = build_study_captures(analysis, device)  # viewable images, built before anything is written
+    report = build_report(
+        analysis, device=device, complete=analysis.left_out == 0, extra_text=analysis.clinical_context, identity=identity
+    )
+    captures = build_study_captures(analysis, device, identity)  # viewable images, built before anything is written
     name = f"SR-{analysis.study.ref}.dcm"
     outputs = [write_dataset_atomically(report, output_dir, name)]
     outputs.extend(write_study_captures(captures, output_dir, analysis.study.ref))
@@ -42,7 +54,10 @@ def write_study_report(
         outputs.append(write_result_json(analysis, results_json_dir, name))
     summary = [f"{s.selection.selection_name}: {s.top_label} {s.top_probability:.0%}" for s in analysis.series]
     summary.extend(burn_summary(analysis))
-    logger.info("study %s: report written to %s (%s)", analysis.study.ref, outputs[0], "; ".join(summary))
+    shown = "; ".join(summary[:SUMMARY_LINES_LOGGED]) + (
+        f"; and {len(summary) - SUMMARY_LINES_LOGGED} more" if len(summary) > SUMMARY_LINES_LOGGED else ""
+    )
+    logger.info("study %s: report written to %s (%s)", analysis.study.ref, outputs[0], shown)
     if analysis.model.untrained:
         logger.warning("study %s: the model is UNTRAINED; the report's findings are meaningless", analysis.study.ref)
     return StudyOutcome(

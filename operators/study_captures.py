@@ -12,20 +12,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import generate_uid
 
 from operators.dicom_output import write_dataset_atomically
+from operators.dicom_read import read_dataset
 from operators.findings_capture import render_findings_capture
 from operators.messages import ImageSource, SeriesAnalysis, StudyAnalysis
+from operators.output_identity import ReportIdentity, report_identity
+from operators.product_identity import BURN_CAPTURE_SERIES_DESCRIPTION, FINDINGS_CAPTURE_SERIES_DESCRIPTION, UNTRAINED_SUFFIX
 from operators.secondary_capture import CaptureBuildError, build_secondary_capture
 from operators.sr_content import DeviceIdentity
 
-BURN_SERIES_DESCRIPTION = "BiomedCLIP burn analysis overlay (AI)"
-FINDINGS_SERIES_DESCRIPTION = "BiomedCLIP findings image (AI)"
-UNTRAINED_SUFFIX = " UNTRAINED MODEL"
+BURN_SERIES_DESCRIPTION = BURN_CAPTURE_SERIES_DESCRIPTION
+FINDINGS_SERIES_DESCRIPTION = FINDINGS_CAPTURE_SERIES_DESCRIPTION
 
 BURN_DERIVATION = (
     "Burn photograph with the burn specialist's colour wound map (per-class tint and outline) and, beside it, "
@@ -41,20 +42,23 @@ def _source_header(study_ref: str, series: SeriesAnalysis, source: ImageSource) 
     for instance in series.selection.series.instances:
         if instance.sop_instance_uid == source.sop_instance_uid:
             try:
-                return pydicom.dcmread(instance.path, stop_before_pixels=True)
+                return read_dataset(instance.path, stop_before_pixels=True)
             except (InvalidDicomError, OSError, EOFError, ValueError) as exc:
                 raise CaptureBuildError(f"study {study_ref}: cannot read {instance.path} again: {exc}") from exc
     raise CaptureBuildError(f"study {study_ref}: an analysed image is not one of the instances of its series")
 
 
-def build_study_captures(analysis: StudyAnalysis, device: DeviceIdentity) -> list[Dataset]:
+def build_study_captures(
+    analysis: StudyAnalysis, device: DeviceIdentity, identity: ReportIdentity | None = None
+) -> list[Dataset]:
     """Every Secondary Capture of the study, built in memory (CaptureBuildError and the rendering
-    modules' errors name the study or file)."""
+    modules' errors name the study or file). `identity` defaults to the study header's."""
     ref = analysis.study.ref
+    identity = identity or report_identity(analysis.study.header)
     untrained = analysis.model.untrained
     suffix = UNTRAINED_SUFFIX if untrained else ""
     series_uid = generate_uid()
-    common = dict(study_ref=ref, study_header=analysis.study.header, device=device, series_instance_uid=series_uid, untrained=untrained)
+    common = dict(study_ref=ref, identity=identity, device=device, series_instance_uid=series_uid, untrained=untrained)
     burns = [
         (series, found)
         for series in analysis.series

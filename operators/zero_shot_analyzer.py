@@ -110,4 +110,5 @@ class ZeroShotAnalyzer:
             model=self.model.identity,
             backend=self.backend.name,
             left_out=prepared.left_out,
+            notes=tuple(prepared.notes),
         )

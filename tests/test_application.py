@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -28,7 +29,9 @@ from tests.dicom_validation import run_dciodvfy
 from tests.fixtures_dicom import image_dataset, write_dataset
 
 REPO = Path(__file__).resolve().parent.parent
-SAMPLE_NAMES = ["burn-photograph", "chest-radiograph", "chest-ct", "pydicom-ct", "pydicom-mr"]
+SAMPLE_NAMES = ["burn-photograph", "chest-radiograph", "chest-ct", "brain-mr", "pydicom-ct"]
+#: The sample that shows what is left out (pydicom's MR_small.dcm is DERIVED\SECONDARY): no report.
+LEFT_OUT_SAMPLE = "pydicom-mr"
 
 
 @pytest.fixture(scope="session")
@@ -54,7 +57,7 @@ def run_map(inp: Path, out: Path, models: Path, work: Path, *extra: str) -> int:
 
 @pytest.fixture(scope="session")
 def sample_run(samples, tiny_model_dir, work_dir, tmp_path_factory):
-    """One MAP run over all sample studies (one input folder holding five studies)."""
+    """One MAP run over all sample studies (one input folder holding six studies)."""
     out = tmp_path_factory.mktemp("out")
     json_dir = tmp_path_factory.mktemp("json")
     before = tree_digest(samples)
@@ -71,6 +74,8 @@ def test_every_sample_study_gets_one_sr_and_exit_code_0(sample_run, samples):
     assert len(list(out.glob("SC-st-*.dcm"))) == len(SAMPLE_NAMES), "every analysed study gets a viewable image"
     assert len(outputs) == 2 * len(SAMPLE_NAMES)
     assert tree_digest(samples) == before, "input files must be byte-identical after the run"
+    left_out = pydicom.dcmread(next((samples / LEFT_OUT_SAMPLE).iterdir()), stop_before_pixels=True).StudyInstanceUID
+    assert left_out not in {pydicom.dcmread(p, stop_before_pixels=True).StudyInstanceUID for p in outputs}
 
 
 def test_every_sample_sr_validates_with_dciodvfy(sample_run):
@@ -102,6 +107,20 @@ def test_sr_reads_back_into_the_findings_that_were_written(sample_run, samples):
         assert any("AI-generated" in line and "clinician review" in line for line in findings.narrative)
         assert any("UNTRAINED" in line for line in findings.narrative), "an untrained model must be stated in the SR"
         assert written["meaningful"] is False
+
+
+def test_a_standard_sr_viewer_shows_every_value_with_its_label(sample_run):
+    """DCMTK's dsr2html renders each measurement as "<concept>: <value> %" (SEPARATE containers)."""
+    _, out, _, _ = sample_run
+    for report in sorted(out.glob("SR-*.dcm")):
+        html = subprocess.run(["dsr2html", str(report)], capture_output=True, text=True, check=True, timeout=60).stdout
+        findings = read_findings(report)
+        measurements = [(p.concept.meaning, p.percent) for s in findings.series for p in s.probabilities]
+        measurements += [(m.concept.meaning, m.percent) for b in findings.burn for m in b.measurements]
+        assert measurements, report.name
+        for meaning, percent in measurements:
+            shown = re.findall(rf"<b>{re.escape(meaning)}:</b><br>\s*<span[^>]*>([0-9.]+) %</span>", html)
+            assert any(abs(float(v) - percent) < 0.006 for v in shown), f"{report.name}: {meaning} {percent} %"
 
 
 def test_map_contract_through_environment_variables_and_python3_app(samples, tiny_model_dir, work_dir, tmp_path):
@@ -153,7 +172,8 @@ def test_study_with_nothing_selectable_gives_no_sr_and_a_clear_line(tmp_path, ti
     code = run_map(inp, tmp_path / "out", tiny_model_dir.parent, work_dir, "--allow-untrained")
     assert code == EXIT_OK
     assert list((tmp_path / "out").iterdir()) == []
-    assert "no series matches the selection rules" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no series to analyse" in err and "'chest_radiograph': BodyPartExamined does not match" in err
 
 
 def test_empty_input_folder_is_reported_not_an_error(tmp_path, tiny_model_dir, work_dir, capsys):
@@ -164,8 +184,7 @@ def test_empty_input_folder_is_reported_not_an_error(tmp_path, tiny_model_dir, w
     assert list((tmp_path / "out").iterdir()) == []
 
 
-def test_a_failing_study_does_not_stop_the_others_and_sets_exit_code_1(tmp_path, tiny_model_dir, work_dir, capsys):
-    inp = tmp_path / "in"
+def _good_and_undecodable_photo(inp: Path) -> None:
     inp.mkdir()
     shutil.copyfile(get_testdata_file("CT_small.dcm"), inp / "good.dcm")
     broken = image_dataset(modality="XC", rgb=True, rows=32, columns=32, transfer_syntax=JPEGBaseline8Bit)
@@ -173,12 +192,41 @@ def test_a_failing_study_does_not_stop_the_others_and_sets_exit_code_1(tmp_path,
     broken["PixelData"].VR = "OB"
     write_dataset(inp / "photo.dcm", broken)
 
+
+def test_an_undecodable_image_is_nothing_to_analyse_not_a_failure(tmp_path, tiny_model_dir, work_dir, capsys):
+    inp = tmp_path / "in"
+    _good_and_undecodable_photo(inp)
+
+    code = run_map(inp, tmp_path / "out", tiny_model_dir.parent, work_dir, "--allow-untrained")
+
+    log = capsys.readouterr().err
+    assert code == EXIT_OK, "unusable data is a stated reason, not an internal failure"
+    assert len(list((tmp_path / "out").glob("SR-*.dcm"))) == 1, "the good study is reported"
+    assert "photo.dcm" in log and "could not be decoded" in log
+    assert "nothing to analyse" in log and "Traceback" not in log
+
+
+def test_a_failing_study_does_not_stop_the_others_and_sets_exit_code_1(tmp_path, tiny_model_dir, work_dir, capsys, monkeypatch):
+    import operators.sr_writer_operator as writer
+
+    inp = tmp_path / "in"
+    inp.mkdir()
+    shutil.copyfile(get_testdata_file("CT_small.dcm"), inp / "good.dcm")
+    write_dataset(inp / "photo.dcm", image_dataset(modality="XC", rgb=True, rows=32, columns=32))
+    real = writer.build_study_captures
+
+    def broken_for_photographs(analysis, *args, **kwargs):
+        if analysis.series[0].selection.series.modality == "XC":
+            raise RuntimeError("internal error injected by the test")
+        return real(analysis, *args, **kwargs)
+
+    monkeypatch.setattr(writer, "build_study_captures", broken_for_photographs)
     code = run_map(inp, tmp_path / "out", tiny_model_dir.parent, work_dir, "--allow-untrained")
 
     log = capsys.readouterr().err
     assert code == EXIT_STUDY_FAILED
     assert len(list((tmp_path / "out").glob("SR-*.dcm"))) == 1, "the good study must still be reported"
-    assert "photo.dcm" in log and "failed" in log
+    assert "injected by the test" in log and "failed" in log
 
 
 def test_missing_model_folder_names_the_path_and_flag(tmp_path, samples, work_dir, capsys):

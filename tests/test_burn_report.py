@@ -178,7 +178,9 @@ def test_burn_capture_is_valid_dicom_in_the_same_study(tmp_path, photo):
     assert capture.SeriesInstanceUID != source.SeriesInstanceUID
     assert capture.PhotometricInterpretation == "RGB" and capture.SamplesPerPixel == 3
     assert list(capture.ImageType)[:2] == ["DERIVED", "SECONDARY"]
-    assert capture.BurnedInAnnotation == "NO"
+    # The photograph does not say whether it shows text or a face, and the capture shows its pixels.
+    assert "BurnedInAnnotation" not in source and capture.BurnedInAnnotation == "YES"
+    assert capture.RecognizableVisualFeatures == "YES"
     assert "AI-generated" in capture.ImageComments and "UNTRAINED" in capture.ImageComments
     assert "UNTRAINED" in capture.SeriesDescription
     assert capture.SourceImageSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID

@@ -42,7 +42,10 @@ def burn_run(tmp_path_factory, tiny_model_dir):
         "face": burn_photo_dataset(face, body_part="FACE", region=("89545001", "Face"), laterality=None),
         "greyscale": burn_photo_dataset(face.mean(axis=2).astype(np.uint8), body_part="SKIN", region=None),
         "tiny": burn_photo_dataset(face[::60, ::80].copy(), body_part="HAND", region=None),
-        "black": burn_photo_dataset(np.zeros((240, 320, 3), np.uint8), body_part="FOOT", region=None),
+        # Nearly black (dark noise, no skin); a perfectly uniform image is blank and not analysed at all.
+        "black": burn_photo_dataset(
+            np.random.default_rng(5).integers(0, 12, (240, 320, 3), dtype=np.uint8), body_part="FOOT", region=None
+        ),
     }
     uids = {}
     for name, ds in studies.items():

@@ -156,7 +156,7 @@ def canary_result(canary_run, request):
     code = map_main([
         "-i", str(r["inp"]), "-o", str(r["out"]), "-m", str(r["model"].parent), "-w", str(r["work"]),
         "--allow-untrained", "--results-json", str(r["json"]), "--audit-log", str(r["audit"]),
-        "--deid-export", str(r["deid"]), "--deid-include-inputs", "-l", "DEBUG",
+        "--deid-export", str(r["deid"]), "--deid-include-inputs", "--clinical-context", "-l", "DEBUG",
     ])
     log = capture()
     return code, log
@@ -235,12 +235,12 @@ def test_no_canary_in_the_log(canary_result, canary_run):
 
 def test_no_canary_in_the_audit_log(canary_result, canary_run):
     lines = canary_run["audit"].read_text().splitlines()
-    assert len(lines) == 6
+    assert len(lines) == 7, "one line per study, reported or not"
     records = [json.loads(line) for line in lines]
-    assert {r["outcome"] for r in records} == {"reported"}
+    assert sorted(r["outcome"] for r in records) == ["nothing_selected"] + ["reported"] * 6  # the derived MR sample
     assert all(r["study"].startswith("st-") and r["model"]["sha256"] and r["backend"] for r in records)
     assert sum(r["redactions"].get("NAME", 0) for r in records) >= 6, "the scrubber's redactions are counted"
-    assert all(r["deidentified"] >= 2 for r in records)
+    assert all(r["deidentified"] >= 2 for r in records if r["outcome"] == "reported")
     assert_no_canary(canary_run["audit"].read_text(), canary_run["forbidden"] | canary_run["uids"], "the audit log")
 
 

@@ -20,10 +20,10 @@ STD = (0.26862954, 0.26130258, 0.27577711)
 def test_sample_studies_give_one_image_per_prepared_view() -> None:
     samples = sample_study_images(size=224, mean=MEAN, std=STD)
     assert samples.source == "sample studies"
-    # burn photograph, chest radiograph, three CT slices, pydicom's CT and MR
-    assert samples.images.shape == (7, 3, 224, 224) and samples.images.dtype == np.float32
+    # burn photograph, chest radiograph, three CT slices, three MR slices, pydicom's CT and MR
+    assert samples.images.shape == (10, 3, 224, 224) and samples.images.dtype == np.float32
     assert not samples.images.flags.writeable  # shared across callers in one process
-    assert len(set(np.round(samples.images.reshape(7, -1).mean(axis=1), 4))) == 7
+    assert len(set(np.round(samples.images.reshape(10, -1).mean(axis=1), 4))) == 10
 
 
 def test_probe_set_is_deterministic_and_made_of_distinct_variants() -> None:

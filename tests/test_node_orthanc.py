@@ -6,6 +6,8 @@
    its outbox; after each restart exactly one SR of the study arrives.
 4. An unknown calling AE title is rejected; a C-ECHO from Orthanc works.
 5. Four associations storing four studies at once all complete, and each study gets its SR.
+6. A study of two patients is quarantined at once with its reason, and nothing is reported.
+7. The whole study routed back (our SR and SC with it) starts no new run.
 
 The node runs as a child process (`biomedclip-map serve --config FILE`) with the tiny untrained
 model and a 0.4 s quiet period.
@@ -13,6 +15,7 @@ model and a 0.4 s quiet period.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -22,7 +25,7 @@ import pytest
 from pydicom.uid import generate_uid
 
 from tests.fixtures_dicom import write_series
-from tests.fixtures_node import NodeProcess, free_port, metric_value, node_config, wait_until, write_config
+from tests.fixtures_node import NodeProcess, free_port, metric_value, node_config, send_datasets, wait_until, write_config
 from tests.orthanc import NOT_INSTALLED, Orthanc, settle, wait_for_instances
 
 pytestmark = pytest.mark.skipif(shutil.which("Orthanc") is None, reason=NOT_INSTALLED)
@@ -196,3 +199,48 @@ def test_kill_9_while_receiving_while_processing_and_before_delivery_yields_exac
         assert not list((site.spool / "quarantine").iterdir())
     finally:
         site.close()
+
+
+def test_a_study_of_two_patients_is_quarantined_at_once_with_its_reason(site, tmp_path):
+    """A mis-filed study (one Study Instance UID, two patients) is never reported: quarantined, no retries."""
+    study_uid = generate_uid()
+    files = write_series(tmp_path / "a", 2, study_uid=study_uid, rows=16, columns=16, PatientID="PAT-A",
+                         PatientName="Alpha^Ann", ImageType=["ORIGINAL", "PRIMARY", "AXIAL"])
+    files += write_series(tmp_path / "b", 2, study_uid=study_uid, rows=16, columns=16, PatientID="PAT-B",
+                          PatientName="Beta^Bo", ImageType=["ORIGINAL", "PRIMARY", "AXIAL"], SeriesNumber=2)
+    before = metric_value(site.node.metrics(), "biomedclip_node_studies_quarantined_total")
+
+    assert send_datasets(site.node_port, files, calling="ORTHANC") == [0, 0, 0, 0]
+
+    wait_until(
+        lambda: metric_value(site.node.metrics(), "biomedclip_node_studies_quarantined_total") > before,
+        SR_WAIT_S, "the mixed-patient study to be quarantined",
+    )
+    jobs = [json.loads((job / "job.json").read_text()) for job in (site.spool / "quarantine").iterdir()]
+    mixed = [job for job in jobs if "disagree on patient identity" in job["last_error"]]
+    assert len(mixed) == 1 and mixed[0]["attempts"] == 1, "quarantined at the first attempt: a re-run cannot help"
+    assert site.orthanc.of_modality(study_uid, "SR") == [], "no report may be filed for either patient"
+    log = site.node.log()
+    assert "PAT-A" not in log and "Alpha" not in log and study_uid not in log
+
+
+def test_a_whole_study_sent_back_with_our_results_starts_no_run(site, tmp_path):
+    """Orthanc routes the whole study again (our SR and SC included): acknowledged, nothing analysed again."""
+    study_uid, files = make_study(tmp_path / "study", 3)
+    orthanc_study = site.orthanc.upload(files)
+    site.orthanc.store_to("biomedclip", [orthanc_study])
+    wait_for_instances(site.orthanc, study_uid, "SR", 1, SR_WAIT_S)
+    wait_for_instances(site.orthanc, study_uid, "OT", 1, SR_WAIT_S)
+    metrics = site.node.metrics()
+    own_before = metric_value(metrics, "biomedclip_node_instances_received_total", 'outcome="own_result"')
+    processed_before = metric_value(metrics, "biomedclip_node_studies_processed_total", 'outcome="reported"')
+
+    site.orthanc.store_to("biomedclip", [orthanc_study])  # CT slices, our SR and our SC
+    wait_until(
+        lambda: metric_value(site.node.metrics(), "biomedclip_node_instances_received_total", 'outcome="own_result"')
+        >= own_before + 2,
+        SR_WAIT_S, "the node to acknowledge its own results",
+    )
+    settle(3.0)  # several quiet periods: a run would have started by now
+    assert metric_value(site.node.metrics(), "biomedclip_node_studies_processed_total", 'outcome="reported"') == processed_before
+    assert len(site.orthanc.of_modality(study_uid, "SR")) == 1

@@ -123,13 +123,24 @@ def write_dx(path: Path, stored: np.ndarray, photometric: str, **attributes: obj
     )
 
 
+def marked(image: np.ndarray) -> np.ndarray:
+    """`image` with its top-left pixel one step brighter, so that a uniform test pattern is not blank.
+
+    Preprocessing leaves blank images (every pixel the same value) out; the marker sits in a corner,
+    away from the pixels the tests read.
+    """
+    image = np.array(image, copy=True)
+    image.flat[0] = image.flat[0] + 1
+    return image
+
+
 def bands(values: list[float], rows: int = 128, cols: int = 128) -> np.ndarray:
-    """An image of equal vertical bands, band i holding values[i]."""
+    """An image of equal vertical bands, band i holding values[i] (top-left pixel marked, see `marked`)."""
     image = np.empty((rows, cols), dtype=np.float64)
     edges = np.linspace(0, cols, len(values) + 1).round().astype(int)
     for value, start, stop in zip(values, edges[:-1], edges[1:]):
         image[:, start:stop] = value
-    return image
+    return marked(image)
 
 
 def band_centres(count: int, size: int = 224) -> list[int]:
@@ -250,7 +261,7 @@ def _volume(tmp_path: Path, count: int, with_positions: bool) -> tuple[list[Inst
     instances, uids_by_position = [], []
     for k in rng.permutation(count):
         path = write_ct(
-            tmp_path / f"slice{k:03d}.dcm", np.full((32, 32), -100.0 + 20 * int(k)),
+            tmp_path / f"slice{k:03d}.dcm", marked(np.full((32, 32), -100.0 + 20 * int(k))),
             ImagePositionPatient=[0.0, 0.0, 2.5 * int(k)], InstanceNumber=count - int(k),
         )
         instances.append(instance_for(path, slice_position=2.5 * int(k) if with_positions else None))
@@ -288,7 +299,7 @@ def test_ct_volume_without_positions_falls_back_to_instance_number(tmp_path):
 def test_enhanced_multiframe_ct_uses_per_frame_rescale_and_samples_frames_as_slices(tmp_path):
     # Five frames store different values but per-frame intercepts make every frame 40 HU.
     intercepts = [-1024.0, -1000.0, -900.0, -800.0, -700.0]
-    stored = np.stack([np.full((32, 32), 40.0 - b) for b in intercepts]).astype(np.int16)
+    stored = np.stack([marked(np.full((32, 32), 40.0 - b)) for b in intercepts]).astype(np.int16)
     path = write_derived(tmp_path / "enhanced.dcm", "CT_small.dcm", stored, RescaleSlope=None, RescaleIntercept=None)
     ds = pydicom.dcmread(path)
     shared = Dataset()
@@ -423,12 +434,12 @@ def test_wide_colour_image_keeps_its_aspect_ratio_with_mean_padding():
 def test_padding_rows_hold_the_configured_pad_value(tmp_path, padding, pad):
     # A uniform mid-grey 64×96 image (header window maps 2048 to 0.5005): 96 → 224 columns,
     # 64 → 149 rows, centred with 37 padding rows above and 38 below.
-    path = write_dx(tmp_path / "wide.dcm", np.full((64, 96), 2048), "MONOCHROME2", WindowCenter=2048, WindowWidth=1000)
+    path = write_dx(tmp_path / "wide.dcm", marked(np.full((64, 96), 2048)), "MONOCHROME2", WindowCenter=2048, WindowWidth=1000)
     result = prepare_series(select_files(path), PreprocessingSettings(padding=padding), MEAN, STD)
     image = unit_image(result.tensors[0])
     np.testing.assert_allclose(image[:37], np.broadcast_to(pad, image[:37].shape), atol=1e-5)
     np.testing.assert_allclose(image[186:], np.broadcast_to(pad, image[186:].shape), atol=1e-5)
-    np.testing.assert_allclose(image[37:186], 0.5 + 0.5 / 999, atol=1e-5)
+    np.testing.assert_allclose(image[40:186, 8:], 0.5 + 0.5 / 999, atol=1e-5)  # away from the marked corner
 
 
 @pytest.mark.parametrize("name", ["JPEG2000.dcm", "JPGExtended.dcm"])  # NM 1024×256: JPEG 2000, JPEG extended 12-bit
@@ -572,7 +583,7 @@ def test_unreadable_slice_is_left_out_with_one_log_line(tmp_path, caplog):
     assert len(warnings) == 1
     assert broken.path.name in warnings[0].getMessage() and "st-0123456789ab" in warnings[0].getMessage()
     assert broken.sop_instance_uid not in warnings[0].getMessage()
-    assert "1 selected instance could not be read and was left out" in result.method
+    assert "1 selected instance could not be used (pixel data that could not be read or decoded) and was left out" in result.method
 
 
 def test_series_fails_when_no_selected_instance_can_be_prepared(tmp_path):

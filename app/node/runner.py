@@ -31,7 +31,7 @@ class ModelUnavailable(RuntimeError):
 class StudyRunResult:
     """How one run of a job ended and which DICOM files it produced."""
 
-    status: str  # "reported", "nothing_selected" or "failed"
+    status: str  # "reported", "nothing_selected", "refused" (quarantined at once) or "failed"
     reason: str = ""
     files: list[Path] = field(default_factory=list)
     seconds: float = 0.0
@@ -116,6 +116,9 @@ class StudyRunner:
         files = sorted(output_dir.glob("*.dcm"))
         if result.exit_code == EXIT_CANNOT_START:
             return StudyRunResult("failed", "the run could not start (the log line before says why)", seconds=result.seconds)
+        refused = [o for o in result.outcomes if o.status is OutcomeStatus.REFUSED]
+        if refused:
+            return StudyRunResult("refused", refused[0].reason, seconds=result.seconds)
         failed = [o for o in result.outcomes if o.status is OutcomeStatus.FAILED]
         if failed:
             first = failed[0]

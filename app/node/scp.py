@@ -32,7 +32,6 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE, _config, evt
 from pynetdicom.dsutils import encode_file_meta
 
-from app import APP_NAME
 from app.node.config import DicomSettings
 from app.node.destinations import set_tcp_nodelay
 from app.node.grouping import StudyGrouper
@@ -41,6 +40,7 @@ from app.node.priority import UrgencyRules, urgency_reason
 from app.node.sop_classes import supported_contexts
 from app.node.spool import Spool, SpoolError, SpoolFullError
 from app.node.study_archive import StudyArchive
+from operators.image_provenance import own_output_reason
 from operators.study_refs import study_ref, uid_ref
 
 logger = logging.getLogger("biomedclip_map.node.scp")
@@ -281,7 +281,7 @@ class StorageSCP:
                 raise
             except Exception as exc:
                 raise StoreRefused(STATUS_CANNOT_UNDERSTAND, "refused_corrupt", f"the data set cannot be decoded ({type(exc).__name__})") from exc
-            if self.archive.is_own_output(affected_instance) or str(ds.get("ManufacturerModelName", "") or "") == APP_NAME:
+            if self.archive.is_own_output(affected_instance) or own_output_reason(ds) is not None:
                 self.metrics.instances_received.labels(outcome="own_result").inc()
                 logger.debug("a result of this product came back from AE '%s'; acknowledged, not analysed", stats.calling_ae)
                 return STATUS_SUCCESS

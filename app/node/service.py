@@ -202,6 +202,11 @@ class DicomNode:
                 logger.exception("study %s: results could not be committed to the outbox", job.study_ref)
                 self._failed(job, f"results could not be committed: {exc}")
             return
+        if result.status == "refused":
+            self.metrics.studies_failed.inc()
+            self.queue.quarantine(job, result.reason)
+            self._log_quarantine(job)
+            return
         if result.status == "nothing_selected":
             self.metrics.studies_processed.labels(outcome="nothing_selected").inc()
             self._finalize(job, "nothing_selected", [])

@@ -162,6 +162,16 @@ class WorkQueue:
         with self._changed:
             self._processing.pop(job.job_id, None)
 
+    def quarantine(self, job: Job, reason: str) -> None:
+        """Quarantine a job at once, whatever its attempts: running it again cannot help (the reason says why)."""
+        job.last_error = reason
+        job.quarantined = True
+        folder = self.layout.processing / job.job_id
+        write_job(folder, job)
+        move_durably(folder, self.layout.quarantine / job.job_id)
+        with self._changed:
+            self._processing.pop(job.job_id, None)
+
     def failed(self, job: Job, reason: str, *, retry_later: bool = True) -> bool:
         """Record a failed attempt: back to the queue, or quarantined after the last attempt.
 
@@ -169,15 +179,11 @@ class WorkQueue:
         already waiting; without it (an interrupted run found at start-up) it keeps its place.
         Returns True when the job was quarantined.
         """
+        if job.attempts >= self.max_attempts:
+            self.quarantine(job, reason)
+            return True
         job.last_error = reason
         folder = self.layout.processing / job.job_id
-        if job.attempts >= self.max_attempts:
-            job.quarantined = True
-            write_job(folder, job)
-            move_durably(folder, self.layout.quarantine / job.job_id)
-            with self._changed:
-                self._processing.pop(job.job_id, None)
-            return True
         if retry_later:
             job.not_before = time.time() + self.retry_delay_s
             job.queued_at = time.time()
