@@ -9,14 +9,13 @@ standard requires of signed-off documents.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from pathlib import Path
 
 import pydicom
-from pydicom.dataset import Dataset
-from pydicom.sequence import Sequence
 
 from operators.dicom_output import write_dataset_atomically
+from operators.messages import DocumentReference
+from operators.sr_content import predecessor_documents
 
 SR_SOP_CLASS_PREFIX = "1.2.840.10008.5.1.4.1.1.88."
 
@@ -33,40 +32,39 @@ def output_identity(path: Path) -> dict:
     }
 
 
-def predecessor_sequence(previous: list[dict], study_instance_uid: str) -> Sequence:
-    """Hierarchical SOP Instance Reference Macro items for the earlier SRs of the same study."""
-    by_series: dict[str, list[dict]] = defaultdict(list)
-    for report in previous:
-        if report.get("study_instance_uid") == study_instance_uid:
-            by_series[report["series_instance_uid"]].append(report)
-    if not by_series:
-        return Sequence([])
-    study = Dataset()
-    study.StudyInstanceUID = study_instance_uid
-    series_items = []
-    for series_uid, reports in by_series.items():
-        series = Dataset()
-        series.SeriesInstanceUID = series_uid
-        references = []
-        for report in reports:
-            reference = Dataset()
-            reference.ReferencedSOPClassUID = report["sop_class_uid"]
-            reference.ReferencedSOPInstanceUID = report["sop_instance_uid"]
-            references.append(reference)
-        series.ReferencedSOPSequence = Sequence(references)
-        series_items.append(series)
-    study.ReferencedSeriesSequence = Sequence(series_items)
-    return Sequence([study])
+def _references(sequence) -> list[DocumentReference]:
+    """The documents an existing Predecessor Documents Sequence names."""
+    found = []
+    for study in sequence or []:
+        for series in study.get("ReferencedSeriesSequence", []) or []:
+            for sop in series.get("ReferencedSOPSequence", []) or []:
+                found.append(
+                    DocumentReference(
+                        str(sop.ReferencedSOPClassUID), str(sop.ReferencedSOPInstanceUID),
+                        str(series.SeriesInstanceUID), str(study.StudyInstanceUID),
+                    )
+                )
+    return found
 
 
 def mark_as_superseding(sr_path: Path, previous: list[dict]) -> int:
-    """Add the earlier SRs of the study to the SR at `sr_path` (rewritten atomically); return how many."""
+    """Add the node's earlier SRs of the study to the SR at `sr_path` (rewritten atomically); return how many.
+
+    Predecessors the SR already names (earlier reports that came with the study's input) are kept;
+    each document is named once.
+    """
     ds = pydicom.dcmread(sr_path)
     if not str(ds.SOPClassUID).startswith(SR_SOP_CLASS_PREFIX):
         return 0
-    sequence = predecessor_sequence(previous, str(ds.StudyInstanceUID))
-    if not len(sequence):
+    study_uid = str(ds.StudyInstanceUID)
+    earlier = [
+        DocumentReference(r["sop_class_uid"], r["sop_instance_uid"], r["series_instance_uid"], study_uid)
+        for r in previous
+        if r.get("study_instance_uid") == study_uid and str(r.get("sop_class_uid", "")).startswith(SR_SOP_CLASS_PREFIX)
+    ]
+    if not earlier:
         return 0
-    ds.PredecessorDocumentsSequence = sequence
+    named = _references(ds.get("PredecessorDocumentsSequence"))
+    ds.PredecessorDocumentsSequence = predecessor_documents(list(dict.fromkeys([*named, *earlier])))
     write_dataset_atomically(ds, sr_path.parent, sr_path.name)
-    return sum(len(s.ReferencedSOPSequence) for s in sequence[0].ReferencedSeriesSequence)
+    return len(earlier)
