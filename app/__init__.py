@@ -1,4 +1,5 @@
-"""biomedclip-map: the MONAI Deploy Application (graph, entry points, configuration)."""
+"""biomedclip-map: the MONAI Deploy Application (graph, entry points, front ends, configuration)."""
 
-__version__ = "0.1.0"
-APP_NAME = "biomedclip-map"
+from common.product import APP_NAME, __version__
+
+__all__ = ["APP_NAME", "__version__"]

@@ -12,7 +12,7 @@ from app.settings import RunSettings
 from operators.biomedclip_inference_operator import BiomedCLIPInferenceOperator
 from operators.burn_specialist_operator import BurnSpecialistOperator
 from operators.dicom_loader_operator import DICOMLoaderOperator
-from operators.messages import StudyOutcome
+from operators.messages import RunResults
 from operators.modality_preprocessing_operator import ModalityPreprocessingOperator
 from operators.phi_scrubber_operator import PHIScrubberOperator
 from operators.series_selector_operator import SeriesSelectorOperator
@@ -24,14 +24,14 @@ class BiomedCLIPMapApp(Application):
     """One run over an input folder: every study in it is analysed and reported, or accounted for.
 
     The analyzer (model, backend, cached text embeddings) is created by the caller and passed in,
-    so a long-running DICOM node keeps it warm across runs.
+    so a long-running DICOM node keeps it warm across runs. Every study's outcome reaches the
+    caller's `results` (filled by the SR writer, the graph's sink).
     """
 
-    def __init__(self, settings: RunSettings, analyzer: ZeroShotAnalyzer):
+    def __init__(self, settings: RunSettings, analyzer: ZeroShotAnalyzer, results: RunResults):
         self.settings = settings
         self.analyzer = analyzer
-        self.writer: SRWriterOperator | None = None
-        self.scrubber: PHIScrubberOperator | None = None
+        self.results = results
         super().__init__([])
 
     def compose(self) -> None:
@@ -41,17 +41,12 @@ class BiomedCLIPMapApp(Application):
         preprocessing = ModalityPreprocessingOperator(self, name="modality_preprocessing", settings_path=s.preprocessing, mean=model.mean, std=model.std)
         inference = BiomedCLIPInferenceOperator(self, name="biomedclip_inference", analyzer=self.analyzer)
         burn = BurnSpecialistOperator(self, name="burn_specialist", analyzer=self.analyzer)
-        self.scrubber = PHIScrubberOperator(self, name="phi_scrubber", clinical_context=s.clinical_context)
-        self.writer = SRWriterOperator(self, name="sr_writer", output_dir=s.output_path, results_json_dir=s.results_json_dir)
+        scrubber = PHIScrubberOperator(self, name="phi_scrubber", clinical_context=s.clinical_context)
+        writer = SRWriterOperator(self, name="sr_writer", output_dir=s.output_path, results=self.results, results_json_dir=s.results_json_dir)
 
         self.add_flow(loader, selector)
         self.add_flow(selector, preprocessing)
         self.add_flow(preprocessing, inference)
         self.add_flow(inference, burn)
-        self.add_flow(burn, self.scrubber)
-        self.add_flow(self.scrubber, self.writer)
-
-    @property
-    def outcomes(self) -> list[StudyOutcome]:
-        """How each study of the run ended (empty before `run()`)."""
-        return list(self.writer.outcomes) if self.writer else []
+        self.add_flow(burn, scrubber)
+        self.add_flow(scrubber, writer)

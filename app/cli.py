@@ -12,17 +12,15 @@ import argparse
 import logging
 import os
 import sys
-import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from app import APP_NAME, __version__
+from app.run import EXIT_CANNOT_START, EXIT_OK, EXIT_STUDY_FAILED, run
+from app.settings import RunSettings, SettingsError, resolve_run_settings
 
-EXIT_OK = 0
-EXIT_STUDY_FAILED = 1
-EXIT_CANNOT_START = 2
+__all__ = ["EXIT_CANNOT_START", "EXIT_OK", "EXIT_STUDY_FAILED", "main", "map_main"]
 
 logger = logging.getLogger("biomedclip_map")
 
@@ -83,19 +81,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-l", "--log-level", default="INFO", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging level (default: INFO)")
 
 
-@dataclass
-class RunResult:
-    """What one MAP run did, for the exit code and the demo's summary."""
-
-    exit_code: int
-    outcomes: list = field(default_factory=list)
-    seconds: float = 0.0
-
-
-def settings_from_args(args: argparse.Namespace):
+def settings_from_args(args: argparse.Namespace) -> RunSettings:
     """The run settings that the run-contract flags (see `add_run_arguments`) ask for."""
-    from app.settings import resolve_run_settings
-
     return resolve_run_settings(
         input_path=args.input,
         output_path=args.output,
@@ -106,68 +93,23 @@ def settings_from_args(args: argparse.Namespace):
         results_json_dir=args.results_json,
         selection_rules=args.rules,
         tasks=args.tasks,
-        triton_server_netloc=getattr(args, "triton_server_netloc", None),
-        triton_fallback=getattr(args, "triton_fallback", None),
-        audit_log=getattr(args, "audit_log", None),
-        deid_export=getattr(args, "deid_export", None),
-        deid_include_inputs=getattr(args, "deid_include_inputs", False),
-        clinical_context=getattr(args, "clinical_context", False),
+        triton_server_netloc=args.triton_server_netloc,
+        triton_fallback=args.triton_fallback,
+        audit_log=args.audit_log,
+        deid_export=args.deid_export,
+        deid_include_inputs=args.deid_include_inputs,
+        clinical_context=args.clinical_context,
     )
 
 
-def execute_run(args: argparse.Namespace, analyzer=None) -> RunResult:
-    """Resolve the settings, open the model (unless an open analyzer is passed), run the graph once."""
-    from app.settings import SettingsError
-    from engines.base import BackendUnavailable
-    from engines.selection import BackendConfigError
-    from models.errors import ModelDirectoryError
-    from operators.tasks import TaskConfigError
-
-    started = time.perf_counter()
+def run_from_args(args: argparse.Namespace) -> int:
+    """Resolve the settings from the flags and the environment, run once; the exit code."""
     try:
         settings = settings_from_args(args)
-        from app.run_records import prepare_run_records
-
-        prepare_run_records(settings)
-        if analyzer is None:
-            from operators.zero_shot_analyzer import ZeroShotAnalyzer
-
-            analyzer = ZeroShotAnalyzer.open(settings)
-    except (SettingsError, ModelDirectoryError, TaskConfigError, BackendUnavailable, BackendConfigError) as exc:
+    except SettingsError as exc:
         logger.error("cannot start: %s", exc)
-        return RunResult(EXIT_CANNOT_START, seconds=time.perf_counter() - started)
-
-    from app.application import BiomedCLIPMapApp
-    from operators.messages import OutcomeStatus
-
-    app = BiomedCLIPMapApp(settings, analyzer)
-    try:
-        app.run()
-    except Exception as exc:  # the graph itself broke (not one study): report and fail the run
-        logger.error("the application graph stopped: %s: %s", type(exc).__name__, exc, exc_info=True)
-        return RunResult(EXIT_STUDY_FAILED, app.outcomes, time.perf_counter() - started)
-    outcomes = app.outcomes
-    from app.run_records import record_run
-    from operators.audit import AuditWriteError
-
-    try:
-        analysed = app.scrubber.analysed_inputs if app.scrubber else {}
-        record_run(outcomes, analysed, settings, analyzer.model.identity, analyzer.backend.name)
-    except AuditWriteError as exc:
-        logger.error("%s", exc)
-        return RunResult(EXIT_STUDY_FAILED, outcomes, time.perf_counter() - started)
-    failed = [o for o in outcomes if o.status is OutcomeStatus.FAILED]
-    refused = [o for o in outcomes if o.status is OutcomeStatus.REFUSED]
-    reported = [o for o in outcomes if o.status is OutcomeStatus.REPORTED]
-    logger.info(
-        "run finished: %d study(ies) reported, %d with nothing to analyse, %d refused (patient identity), %d failed",
-        len(reported),
-        len(outcomes) - len(reported) - len(failed) - len(refused),
-        len(refused),
-        len(failed),
-    )
-    code = EXIT_STUDY_FAILED if failed or refused else EXIT_OK
-    return RunResult(code, outcomes, time.perf_counter() - started)
+        return EXIT_CANNOT_START
+    return run(settings).exit_code
 
 
 def map_main(argv: Sequence[str] | None = None) -> int:
@@ -176,7 +118,7 @@ def map_main(argv: Sequence[str] | None = None) -> int:
     add_run_arguments(parser)
     args = parser.parse_args(argv)
     configure_logging(args.log_level)
-    return execute_run(args).exit_code
+    return run_from_args(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -200,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve_main(args)
     configure_logging(args.log_level)
     if args.command == "run":
-        return execute_run(args).exit_code
+        return run_from_args(args)
     from app.demo import run_demo
 
     return run_demo(Path(args.output), Path(args.models), backend=args.backend)

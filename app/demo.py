@@ -7,13 +7,19 @@ architecture is built locally, and everything the demo prints and writes says it
 
 from __future__ import annotations
 
-import argparse
 import logging
 import shutil
 from pathlib import Path
 
-from app.cli import EXIT_CANNOT_START, EXIT_OK, EXIT_STUDY_FAILED, execute_run
+from app.analyzer import open_analyzer
+from app.run import EXIT_CANNOT_START, EXIT_OK, EXIT_STUDY_FAILED, run
 from app.sample_studies import build_sample_studies
+from app.settings import SettingsError, resolve_run_settings
+from common.zero_shot_tasks import TaskConfigError
+from engines.base import BackendUnavailable
+from engines.selection import BackendConfigError
+from models.errors import ModelDirectoryError
+from operators.messages import OutputKind
 
 logger = logging.getLogger("biomedclip_map.demo")
 
@@ -48,11 +54,11 @@ def choose_demo_model(models_root: Path) -> tuple[Path, bool]:
     return stand_in, True
 
 
-def write_previews(outputs: list[Path], folder: Path) -> list[Path]:
-    """A PNG of each Secondary Capture among `outputs` (`SC-*.dcm`), written into `folder`."""
+def write_previews(captures: list[Path], folder: Path) -> list[Path]:
+    """A PNG of each Secondary Capture file, written into `folder`."""
     from operators.secondary_capture import write_png_preview
 
-    return [write_png_preview(p, folder / f"{p.stem}.png") for p in outputs if p.name.startswith("SC-")]
+    return [write_png_preview(p, folder / f"{p.stem}.png") for p in captures]
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
@@ -70,43 +76,32 @@ def run_demo(output: Path, models_root: Path, *, backend: str | None = None) -> 
     if untrained:
         print(UNTRAINED_BANNER.format(models=models_root))
 
-    analyzer = None
     rows: list[list[str]] = []
     worst = EXIT_OK
+    analyzer = None
     for study in studies:
         study_output = results_dir / study.name
         shutil.rmtree(study_output, ignore_errors=True)
-        args = argparse.Namespace(
-            input=str(study.path),
-            output=str(study_output),
-            models=str(model_dir),
-            workdir=str(output / "work"),
-            allow_untrained=untrained,
-            backend=backend,
-            results_json=str(output / "json" / study.name),
-            rules=None,
-            tasks=None,
-        )
-        if analyzer is None:
-            from app.settings import resolve_run_settings
-            from operators.zero_shot_analyzer import ZeroShotAnalyzer
-
-            analyzer = ZeroShotAnalyzer.open(
-                resolve_run_settings(
-                    input_path=args.input, output_path=args.output, models_path=args.models,
-                    work_dir=args.workdir, allow_untrained=untrained, backend=backend,
-                )
+        try:
+            settings = resolve_run_settings(
+                input_path=study.path, output_path=study_output, models_path=model_dir, work_dir=output / "work",
+                allow_untrained=untrained, backend=backend, results_json_dir=output / "json" / study.name,
             )
-        result = execute_run(args, analyzer=analyzer)
-        worst = max(worst, result.exit_code)
-        if not result.outcomes:
-            rows.append([study.name, "-", "run failed (see log)", "-", f"{result.seconds:.2f} s"])
-        for outcome in result.outcomes:
-            selected = ", ".join(sorted({line.split(":")[0] for line in outcome.summary})) or "-"
-            findings = "; ".join(line.split(":", 1)[1].strip() for line in outcome.summary) or outcome.reason
-            sr = next((str(p) for p in outcome.outputs if p.name.startswith("SR")), "-")
-            rows.append([study.name, selected, findings, sr, f"{result.seconds:.2f} s"])
-            write_previews(outcome.outputs, output / "previews" / study.name)
+            if analyzer is None:
+                analyzer = open_analyzer(settings)  # one warm model for every sample
+        except (SettingsError, ModelDirectoryError, TaskConfigError, BackendUnavailable, BackendConfigError) as exc:
+            print(f"the demo cannot start: {exc}")
+            return EXIT_CANNOT_START
+        report = run(settings, analyzer)
+        worst = max(worst, report.exit_code)
+        if not report.outcomes:
+            rows.append([study.name, "-", report.start_error or report.error or "run failed (see log)", "-", f"{report.seconds:.2f} s"])
+        for outcome in report.outcomes:
+            selected = ", ".join(dict.fromkeys(f.selection for f in outcome.findings)) or "-"
+            findings = "; ".join(f.text for f in outcome.findings) or outcome.reason
+            reports = outcome.files(OutputKind.REPORT)
+            rows.append([study.name, selected, findings, str(reports[0]) if reports else "-", f"{report.seconds:.2f} s"])
+            write_previews(outcome.files(OutputKind.CAPTURE), output / "previews" / study.name)
 
     print()
     print(_table(rows, ["study", "selected", "top findings", "SR", "time"]))

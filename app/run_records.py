@@ -9,14 +9,14 @@ appends one audit line per study.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
 from app import APP_NAME, __version__
 from app.settings import RunSettings, SettingsError
 from operators.audit import AuditContext, append_audit, record_for
 from operators.deidentify import ExportSettingsError, check_export_dir, export_study, result_files
-from operators.messages import ModelIdentity, OutcomeStatus, StudyOutcome
+from common.model_identity import ModelIdentity
+from operators.messages import OutcomeStatus, StudyOutcome
 
 logger = logging.getLogger("biomedclip_map.records")
 
@@ -30,9 +30,7 @@ def prepare_run_records(settings: RunSettings) -> None:
             raise SettingsError(str(exc)) from exc
 
 
-def export_deidentified(
-    outcomes: Sequence[StudyOutcome], analysed_inputs: Mapping[str, Sequence[Path]], settings: RunSettings
-) -> dict[str, int]:
+def export_deidentified(outcomes: Sequence[StudyOutcome], settings: RunSettings) -> dict[str, int]:
     """De-identified copies of every reported study's results (and inputs if asked); files per study ref."""
     written: dict[str, int] = {}
     if settings.deid_export_dir is None:
@@ -40,10 +38,10 @@ def export_deidentified(
     for outcome in outcomes:
         if outcome.status is not OutcomeStatus.REPORTED:
             continue
-        inputs = list(analysed_inputs.get(outcome.study_ref, [])) if settings.deid_include_inputs else []
+        inputs = list(outcome.analysed_inputs) if settings.deid_include_inputs else []
         export = export_study(
             outcome.study_ref,
-            result_files(outcome.study_ref, outcome.outputs, settings.output_path),
+            result_files(outcome.study_ref, [o.path for o in outcome.outputs if o.is_dicom], settings.output_path),
             inputs,
             settings.deid_export_dir,
         )
@@ -56,18 +54,16 @@ def export_deidentified(
     return written
 
 
-def record_run(
-    outcomes: Sequence[StudyOutcome],
-    analysed_inputs: Mapping[str, Sequence[Path]],
-    settings: RunSettings,
-    model: ModelIdentity,
-    backend: str,
-) -> None:
-    """Export (if configured), then append the run's audit lines. Raises AuditWriteError if the log cannot be written."""
-    exported = export_deidentified(outcomes, analysed_inputs, settings)
+def record_run(outcomes: Sequence[StudyOutcome], settings: RunSettings, model: ModelIdentity, backend: str) -> dict[str, int]:
+    """Export (if configured), then append the run's audit lines; the de-identified files per study ref.
+
+    Raises AuditWriteError if the audit trail cannot be written.
+    """
+    exported = export_deidentified(outcomes, settings)
     if settings.audit_log is None:
-        return
+        return exported
     context = AuditContext(model=model, backend=backend, product=APP_NAME, version=__version__)
     records = [record_for(o, deidentified=exported.get(o.study_ref, 0)) for o in outcomes]
     count = append_audit(settings.audit_log, records, context)
     logger.debug("%d audit line(s) appended to %s", count, settings.audit_log)
+    return exported

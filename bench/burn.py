@@ -81,7 +81,8 @@ def measure(path: Path, repeats: int) -> dict:
     from operators.burn_config import load_burn_config
     from operators.burn_flags import burn_flags
     from operators.burn_overlay import render_burn_capture
-    from operators.messages import BurnImageFindings, ImageSource, ModelIdentity, TbsaEstimate
+    from common.model_identity import ModelIdentity
+    from operators.messages import BurnImageFindings, ImageSource, TbsaEstimate
     from operators.wound_colour import downscale, map_wounds
 
     config = load_burn_config()

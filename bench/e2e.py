@@ -63,12 +63,12 @@ def run_child(variant: str, study: Path, models: Path, work: Path, scratch: Path
     spawned = float(os.environ[SPAWNED_ENV])
     entered = time.time()
 
-    import argparse as _argparse
-
     import app.application  # noqa: F401  (the graph and Holoscan: part of what a MAP run imports)
-    from app.cli import add_run_arguments, configure_logging, execute_run
+    from app.analyzer import open_analyzer
+    from app.cli import configure_logging
+    from app.run import run
     from app.settings import resolve_run_settings
-    from operators.zero_shot_analyzer import ZeroShotAnalyzer
+    from operators.messages import OutputKind
 
     imported = time.time()
     configure_logging("WARNING")
@@ -78,24 +78,18 @@ def run_child(variant: str, study: Path, models: Path, work: Path, scratch: Path
 
         selection.AUTO_OPENERS["onnxruntime"] = lambda model, work_dir: OnnxRuntimeInt8Backend(model, work_dir)
 
-    def arguments(output: Path) -> _argparse.Namespace:
-        parser = _argparse.ArgumentParser()
-        add_run_arguments(parser)
-        return parser.parse_args(
-            ["-i", str(study), "-o", str(output), "-m", str(models), "-w", str(work), "--allow-untrained", "-l", "WARNING"]
-        )
+    def settings_for(output: Path):
+        return resolve_run_settings(input_path=study, output_path=output, models_path=models, work_dir=work, allow_untrained=True)
 
     first_output = scratch / "out-cold"
-    settings = resolve_run_settings(
-        input_path=study, output_path=first_output, models_path=models, work_dir=work, allow_untrained=True
-    )
+    settings = settings_for(first_output)
     loading = time.time()
-    analyzer = ZeroShotAnalyzer.open(settings)
+    analyzer = open_analyzer(settings)
     loaded = time.time()
-    result = execute_run(arguments(first_output), analyzer)
+    result = run(settings, analyzer)
     finished = time.time()
     (outcome,) = result.outcomes
-    written = [p for p in outcome.outputs if p.name.startswith("SR")]
+    written = outcome.files(OutputKind.REPORT)
     if result.exit_code != 0 or not written or not written[0].is_file():
         raise RuntimeError(f"the MAP run did not write an SR (exit {result.exit_code}, status {outcome.status})")
     stages = {name: round(seconds, 3) for name, seconds in outcome.timings.items()}
@@ -121,7 +115,7 @@ def run_child(variant: str, study: Path, models: Path, work: Path, scratch: Path
     for index in range(warm_runs):
         output = scratch / f"out-warm-{index}"
         began = time.time()
-        again = execute_run(arguments(output), analyzer)
+        again = run(settings_for(output), analyzer)
         (warm_outcome,) = again.outcomes
         warm.append({"total_s": time.time() - began, **{k: v for k, v in warm_outcome.timings.items()}})
     return {"cold": cold, "warm": warm, "peak_rss_after_warm_mb": round(_peak_rss_mb(), 1)}

@@ -8,7 +8,7 @@ MODELS_DIR to `/opt/holoscan/models/<name>`, and runs the application as `python
 script and the MAP-contract test use one and the same tree:
 
     <out>/app/__main__.py          deploy/map_entrypoint.py (python3 /opt/holoscan/app runs it)
-    <out>/app/app/ operators/ models/ engines/   the product's packages, without caches
+    <out>/app/common/ app/ operators/ models/ engines/   the product's packages, without caches
     <out>/app/requirements.txt     requirements.txt, with the Holoscan wheel for the chosen CUDA
     <out>/models/biomedclip/       the model folder, with its ONNX export shipped in onnx/
 
@@ -39,7 +39,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 ENTRYPOINT = REPO_ROOT / "deploy" / "map_entrypoint.py"
 APP_CONFIG = REPO_ROOT / "app.yaml"
 ARTIFACT_SOURCES = REPO_ROOT / "deploy" / "holoscan-artifacts"
-PRODUCT_PACKAGES = ("app", "operators", "models", "engines")
+PRODUCT_PACKAGES = ("common", "app", "operators", "models", "engines")
 MODEL_NAME = "biomedclip"
 IMAGE_NAME = "biomedclip-map"
 HOLOSCAN_WHEELS = {12: "holoscan-cu12", 13: "holoscan-cu13"}

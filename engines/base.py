@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 import numpy as np
 
 from models.directory import ModelDirectory
-from operators.messages import ModelIdentity
+from common.model_identity import ModelIdentity
 
 
 class BackendUnavailable(RuntimeError):

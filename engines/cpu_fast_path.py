@@ -138,7 +138,7 @@ def bundled_class_sets(backend: InferenceBackend, model: ModelDirectory, work_di
     from app.settings import CONFIG_DIR
     from engines.text_cache import TextEmbeddingCache
     from engines.tokenizer import TextTokenizer
-    from operators.tasks import load_tasks
+    from common.zero_shot_tasks import load_tasks
     from operators.zero_shot import class_embeddings
 
     tasks = load_tasks(CONFIG_DIR / "zero_shot_tasks.yaml")

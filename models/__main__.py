@@ -19,7 +19,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from models.errors import ModelBuildError, ModelDirectoryError
-from operators.tasks import TaskConfigError
+from common.zero_shot_tasks import TaskConfigError
 
 log = logging.getLogger("models")
 

@@ -29,7 +29,7 @@ from models.errors import (
     UntrainedModelRefused,
 )
 from models.manifest import MANIFEST_FILE, ModelManifest, read_manifest
-from operators.messages import ModelIdentity
+from common.model_identity import ModelIdentity
 
 MODEL_SUBDIR = "biomedclip"
 """Name of the model directory inside the MAP's models folder (HOLOSCAN_MODEL_PATH)."""

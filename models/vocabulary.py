@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Iterable
 
 from models.directory import VOCAB_FILE
-from operators.tasks import load_tasks
+from common.zero_shot_tasks import load_tasks
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 BERT_BASE_VOCAB_SIZE = 30522

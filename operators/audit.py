@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from operators.messages import ModelIdentity, StudyOutcome
+from common.model_identity import ModelIdentity
+
+from operators.messages import StudyOutcome
 
 try:  # POSIX; elsewhere a single O_APPEND write is relied on
     import fcntl

@@ -35,12 +35,13 @@ from operators.burn_depth import depth_class_embeddings, depth_method, depth_pro
 from operators.burn_flags import burn_flags
 from operators.burn_overlay import render_burn_capture
 from operators.capture_layout import fit_for_display
+from common.model_identity import ModelIdentity
 from operators.messages import (
     BurnFindings,
     BurnImageFindings,
+    FindingSummary,
     ImageFindings,
     InstanceFile,
-    ModelIdentity,
     SeriesAnalysis,
     StudyAnalysis,
     WoundArea,
@@ -233,8 +234,8 @@ def add_burn_findings(
     return analysis
 
 
-def burn_summary(analysis: StudyAnalysis) -> list[str]:
-    """One `<selection>: burn ...` line per analysed burn photograph, for the run's summary (no identifiers)."""
+def burn_summary(analysis: StudyAnalysis) -> list[FindingSummary]:
+    """One finding line per analysed burn photograph, for the run's summary (no identifiers)."""
     lines = []
     for series in analysis.series:
         if series.burn is None:
@@ -243,10 +244,11 @@ def burn_summary(analysis: StudyAnalysis) -> list[str]:
             top, p = BurnFindings.top(series.burn.depth_task, found.depth_probabilities)
             wound = found.wound_map.wound_percent_of_skin
             raised = [f.concept.meaning.lower() for f in found.flags if f.value.value == "yes" and f.concept.value != "FLAG-REVIEW"]
-            lines.append(
-                f"{series.selection.selection_name}: burn depth {top} {p:.0%}, "
+            text = (
+                f"burn depth {top} {p:.0%}, "
                 + (f"wound {wound:.1f}% of visible skin" if wound is not None else "wound not measured")
                 + (f", TBSA ~{found.tbsa.percent:.2f}%" if found.tbsa.percent is not None else "")
                 + (f", flags: {', '.join(raised)}" if raised else "")
             )
+            lines.append(FindingSummary(series.selection.selection_name, text))
     return lines

@@ -15,7 +15,8 @@ from typing import Any
 import yaml
 
 from app.settings import CONFIG_DIR
-from operators.tasks import Code, Label, ZeroShotTask
+from common.codes import Code
+from common.zero_shot_tasks import Label, ZeroShotTask
 
 #: The bundled configuration.
 DEFAULT_BURN_CONFIG = CONFIG_DIR / "burn.yaml"

@@ -15,7 +15,7 @@ import numpy as np
 from engines.base import InferenceBackend
 from engines.text_cache import TextEmbeddingCache
 from engines.tokenizer import TextTokenizer
-from operators.tasks import ZeroShotTask
+from common.zero_shot_tasks import ZeroShotTask
 from operators.zero_shot import class_embeddings, zero_shot_probabilities
 
 

@@ -17,8 +17,9 @@ import numpy as np
 from operators.burn_config import ColourSettings
 from operators.burn_flags import NOT_ASSESSED
 from operators.capture_layout import ACCENT_COLOUR, WARNING_COLOUR, PanelLine, compose_capture
-from operators.messages import BurnFindings, BurnImageFindings, FlagValue, ModelIdentity
-from operators.tasks import ZeroShotTask
+from common.model_identity import ModelIdentity
+from operators.messages import BurnFindings, BurnImageFindings, FlagValue
+from common.zero_shot_tasks import ZeroShotTask
 from operators.wound_colour import FIRST_WOUND_LABEL, SKIN
 
 #: Opacity of the per-class tint.

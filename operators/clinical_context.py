@@ -30,7 +30,8 @@ from pydicom.multival import MultiValue
 
 from operators.messages import ImageSource, SelectedSeries, StudyAnalysis
 from operators.phi_text import ScrubResult, TextScrubber, add_counts, identifiers_from_headers
-from operators.tasks import Code, ZeroShotTask
+from common.codes import Code
+from common.zero_shot_tasks import ZeroShotTask
 
 T = TypeVar("T")
 #: Parts of an analysis that are not report text: configuration codes and tasks, the selected

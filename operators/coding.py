@@ -51,7 +51,7 @@ from highdicom.coding_schemes import CodingSchemeIdentificationItem
 from highdicom.sr import CodedConcept
 from pydicom.sr.codedict import codes
 
-from operators.tasks import Code
+from common.codes import Code
 
 LOCAL_SCHEME = "99BMCLIP"
 LOCAL_SCHEME_NAME = "biomedclip-map local concepts"

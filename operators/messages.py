@@ -21,7 +21,9 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from operators.patient_identity import PatientIdentity
-from operators.tasks import Code, ZeroShotTask
+from common.codes import Code
+from common.model_identity import ModelIdentity
+from common.zero_shot_tasks import ZeroShotTask
 
 T = TypeVar("T")
 
@@ -112,20 +114,76 @@ class OutcomeStatus(str, enum.Enum):
     FAILED = "failed"
 
 
+class OutputKind(str, enum.Enum):
+    """What an output file of a study is."""
+
+    REPORT = "report"  # the DICOM SR
+    CAPTURE = "capture"  # a viewable Secondary Capture
+    SEGMENTATION = "segmentation"  # a DICOM Segmentation
+    RESULTS_JSON = "results_json"  # machine-readable results, outside the DICOM output folder
+
+
+@dataclass(frozen=True)
+class OutputFile:
+    """One file a study's run wrote; `document` holds the DICOM identities of a DICOM output."""
+
+    path: Path
+    kind: OutputKind
+    document: DocumentReference | None = None
+
+    @property
+    def is_dicom(self) -> bool:
+        return self.document is not None
+
+
+@dataclass(frozen=True)
+class FindingSummary:
+    """One line of a study's findings for people (the demo table, log lines): which selection, what was found."""
+
+    selection: str
+    text: str
+
+
 @dataclass
 class StudyOutcome:
-    """How one study of the run ended; the run's exit code is non-zero if any study FAILED."""
+    """How one study of the run ended; the run's exit code is 1 if any study FAILED or was REFUSED.
+
+    `analysed_inputs` are the input files of the instances the report evaluated (for the
+    de-identified export); `outputs` every file written for the study, in writing order.
+    """
 
     study_ref: str
     status: OutcomeStatus
     reason: str = ""
     stage: str = ""
-    outputs: list[Path] = field(default_factory=list)
-    summary: list[str] = field(default_factory=list)
+    outputs: list[OutputFile] = field(default_factory=list)
+    findings: list[FindingSummary] = field(default_factory=list)
+    analysed_inputs: list[Path] = field(default_factory=list)
     #: The study's per-stage seconds (`StudyHeader.timings`) and free-text redactions per category,
     #: for the audit trail (counts only, never values).
     timings: dict[str, float] = field(default_factory=dict)
     redactions: dict[str, int] = field(default_factory=dict)
+
+    def files(self, kind: OutputKind) -> list[Path]:
+        """The paths of the outputs of one kind."""
+        return [output.path for output in self.outputs if output.kind is kind]
+
+
+class RunResults:
+    """The one way results leave the graph: the sink operator hands every study's outcome to this.
+
+    Created by the caller of the graph (`app.run.run`) and read by it after the graph has run.
+    """
+
+    def __init__(self) -> None:
+        self._outcomes: list[StudyOutcome] = []
+
+    def add(self, outcomes: list[StudyOutcome]) -> None:
+        self._outcomes.extend(outcomes)
+
+    @property
+    def outcomes(self) -> list[StudyOutcome]:
+        return list(self._outcomes)
 
 
 @dataclass
@@ -291,21 +349,6 @@ class BurnFindings:
 
 
 # --------------------------------------------------------------------------- inference
-
-
-@dataclass(frozen=True)
-class ModelIdentity:
-    """What the report says about the model: name, version, weights hash and trust status."""
-
-    name: str
-    version: str
-    sha256: str
-    status: str
-    source: str = ""
-
-    @property
-    def untrained(self) -> bool:
-        return self.status == "untrained"
 
 
 @dataclass

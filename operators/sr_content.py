@@ -70,8 +70,8 @@ from operators import coding
 from operators.dicom_read import read_dataset
 from operators.messages import DocumentReference, ImageSource, InstanceFile, SeriesAnalysis, StudyAnalysis
 from operators.output_identity import ReportIdentity, report_identity
-from operators.product_identity import SR_SERIES_DESCRIPTION, SR_SERIES_DESCRIPTION_UNTRAINED
-from operators.tasks import Code
+from common.product import SR_SERIES_DESCRIPTION, SR_SERIES_DESCRIPTION_UNTRAINED
+from common.codes import Code
 
 logger = logging.getLogger(__name__)
 

@@ -11,9 +11,19 @@ from pydicom.uid import generate_uid
 
 from operators.burn_analysis import burn_summary
 from operators.dicom_output import write_dataset_atomically
-from operators.messages import OutcomeStatus, StudyAnalysis, StudyOutcome
+from operators.clinical_context import analysed_input_files
+from operators.messages import (
+    DocumentReference,
+    FindingSummary,
+    OutcomeStatus,
+    OutputFile,
+    OutputKind,
+    RunResults,
+    StudyAnalysis,
+    StudyOutcome,
+)
 from operators.output_identity import report_identity
-from operators.product_identity import MANUFACTURER, MODEL_NAME, SOFTWARE_VERSION
+from common.product import MANUFACTURER, MODEL_NAME, SOFTWARE_VERSION
 from operators.result_json import write_result_json
 from operators.sr_content import DeviceIdentity, build_report
 from operators.study_batch import advance
@@ -47,31 +57,42 @@ def write_study_report(
         analysis, device=device, complete=analysis.left_out == 0, extra_text=analysis.clinical_context, identity=identity
     )
     captures = build_study_captures(analysis, device, identity)  # viewable images, built before anything is written
-    name = f"SR-{analysis.study.ref}.dcm"
-    outputs = [write_dataset_atomically(report, output_dir, name)]
-    outputs.extend(write_study_captures(captures, output_dir, analysis.study.ref))
+    ref = analysis.study.ref
+    name = f"SR-{ref}.dcm"
+    outputs = [OutputFile(write_dataset_atomically(report, output_dir, name), OutputKind.REPORT, document_of(report))]
+    for path, capture in zip(write_study_captures(captures, output_dir, ref), captures):
+        outputs.append(OutputFile(path, OutputKind.CAPTURE, document_of(capture)))
     if results_json_dir is not None:
-        outputs.append(write_result_json(analysis, results_json_dir, name))
-    summary = [f"{s.selection.selection_name}: {s.top_label} {s.top_probability:.0%}" for s in analysis.series]
-    summary.extend(burn_summary(analysis))
-    shown = "; ".join(summary[:SUMMARY_LINES_LOGGED]) + (
-        f"; and {len(summary) - SUMMARY_LINES_LOGGED} more" if len(summary) > SUMMARY_LINES_LOGGED else ""
+        outputs.append(OutputFile(write_result_json(analysis, results_json_dir, name), OutputKind.RESULTS_JSON))
+    findings = [FindingSummary(s.selection.selection_name, f"{s.top_label} {s.top_probability:.0%}") for s in analysis.series]
+    findings.extend(burn_summary(analysis))
+    shown = "; ".join(f"{f.selection}: {f.text}" for f in findings[:SUMMARY_LINES_LOGGED]) + (
+        f"; and {len(findings) - SUMMARY_LINES_LOGGED} more" if len(findings) > SUMMARY_LINES_LOGGED else ""
     )
-    logger.info("study %s: report written to %s (%s)", analysis.study.ref, outputs[0], shown)
+    logger.info("study %s: report written to %s (%s)", ref, outputs[0].path, shown)
     if analysis.model.untrained:
-        logger.warning("study %s: the model is UNTRAINED; the report's findings are meaningless", analysis.study.ref)
+        logger.warning("study %s: the model is UNTRAINED; the report's findings are meaningless", ref)
     return StudyOutcome(
-        study_ref=analysis.study.ref, status=OutcomeStatus.REPORTED, outputs=outputs, summary=summary,
-        timings=analysis.study.timings, redactions=dict(analysis.redactions),
+        study_ref=ref, status=OutcomeStatus.REPORTED, outputs=outputs, findings=findings,
+        analysed_inputs=analysed_input_files(analysis), timings=analysis.study.timings, redactions=dict(analysis.redactions),
+    )
+
+
+def document_of(dataset) -> DocumentReference:
+    """The DICOM identities of a dataset the writer built."""
+    return DocumentReference(
+        str(dataset.SOPClassUID), str(dataset.SOPInstanceUID), str(dataset.SeriesInstanceUID), str(dataset.StudyInstanceUID)
     )
 
 
 class SRWriterOperator(Operator):
-    """Sink of the graph: writes each study's outputs and keeps every study's outcome for the run."""
+    """Sink of the graph: writes each study's outputs and hands every study's outcome to `results`."""
 
-    def __init__(self, fragment, *args, output_dir: Path, results_json_dir: Path | None = None, **kwargs):
+    def __init__(
+        self, fragment, *args, output_dir: Path, results: RunResults, results_json_dir: Path | None = None, **kwargs
+    ):
         self.step = partial(write_study_report, output_dir=Path(output_dir), results_json_dir=results_json_dir)
-        self.outcomes: list[StudyOutcome] = []
+        self.results = results
         super().__init__(fragment, *args, **kwargs)
 
     def setup(self, spec: OperatorSpec) -> None:
@@ -79,4 +100,4 @@ class SRWriterOperator(Operator):
 
     def compute(self, op_input, op_output, context) -> None:
         done = advance(op_input.receive("in"), "report writing", self.step, logger)
-        self.outcomes = [*done.ended, *done.items]
+        self.results.add([*done.ended, *done.items])

@@ -21,7 +21,7 @@ from operators.dicom_read import read_dataset
 from operators.findings_capture import render_findings_capture
 from operators.messages import ImageSource, SeriesAnalysis, StudyAnalysis
 from operators.output_identity import ReportIdentity, report_identity
-from operators.product_identity import BURN_CAPTURE_SERIES_DESCRIPTION, FINDINGS_CAPTURE_SERIES_DESCRIPTION, UNTRAINED_SUFFIX
+from common.product import BURN_CAPTURE_SERIES_DESCRIPTION, FINDINGS_CAPTURE_SERIES_DESCRIPTION, UNTRAINED_SUFFIX
 from operators.secondary_capture import CaptureBuildError, build_secondary_capture
 from operators.sr_content import DeviceIdentity
 

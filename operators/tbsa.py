@@ -23,7 +23,7 @@ from pydicom.dataset import Dataset
 
 from operators.burn_config import BodyRegion, TbsaSettings
 from operators.messages import FlagValue, ImagedRegion, TbsaEstimate
-from operators.tasks import Code
+from common.codes import Code
 
 NOT_ESTIMABLE = "not estimable from this image"
 

@@ -16,7 +16,7 @@ from engines.base import InferenceBackend, l2_normalise
 from engines.text_cache import TextEmbeddingCache
 from engines.tokenizer import TextTokenizer
 from operators.messages import ImageFindings, PreparedSeries, SeriesAnalysis
-from operators.tasks import ZeroShotTask
+from common.zero_shot_tasks import ZeroShotTask
 
 TEXT_BATCH_SIZE = 64
 DEFAULT_IMAGE_BATCH_SIZE = 16

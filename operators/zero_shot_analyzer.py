@@ -1,26 +1,20 @@
-"""The model side of a run: model folder, inference backend, tokenizer, tasks and text cache.
+"""The model side of a run as the operators see it: model, backend, tokenizer, tasks, text cache.
 
-Opened once per process and handed to the graph, so a long-running DICOM node keeps the model
-loaded and the zero-shot text embeddings cached across studies.
+`app.analyzer.open_analyzer` composes it once per process; the graph's operators use it to score
+prepared studies (and the burn specialist to embed its depth classes).
 """
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 
-from app.settings import RunSettings
 from engines.base import InferenceBackend
-from engines.selection import open_backend
 from engines.text_cache import TextEmbeddingCache
 from engines.tokenizer import TextTokenizer
-from models.directory import ModelDirectory, open_model_dir
+from models.directory import ModelDirectory
 from operators.messages import ImageFindings, PreparedStudy, SeriesAnalysis, StudyAnalysis
-from operators.tasks import TaskCatalogue, load_tasks
+from common.zero_shot_tasks import TaskCatalogue
 from operators.zero_shot import class_embeddings, encode_images, zero_shot_probabilities
-
-logger = logging.getLogger("biomedclip_map.inference")
 
 
 class ZeroShotAnalyzer:
@@ -41,43 +35,6 @@ class ZeroShotAnalyzer:
         self.tasks = tasks
         self.cache = cache
         self.batch_size = batch_size
-
-    @classmethod
-    def open(cls, settings: RunSettings) -> "ZeroShotAnalyzer":
-        """Open the model folder (refusing an untrained model unless allowed) and its backend.
-
-        Raises the model registry's `ModelDirectoryError` family, `TaskConfigError`, or the
-        backend errors, each naming the path or setting to fix.
-        """
-        model = open_model_dir(settings.models_path, allow_untrained=settings.allow_untrained)
-        tasks = load_tasks(settings.tasks)
-        identity = model.identity
-        if identity.untrained:
-            logger.warning(
-                "model %s %s is UNTRAINED (allowed by --allow-untrained): every result of this run is meaningless",
-                identity.name,
-                identity.version,
-            )
-        backend = open_backend(
-            model, settings.backend, work_dir=settings.work_dir,
-            triton_server_netloc=settings.triton_server_netloc, triton_fallback=settings.triton_fallback,
-        )
-        logger.info(
-            "model %s %s (sha256 %s…, status %s) on backend %s",
-            identity.name,
-            identity.version,
-            identity.sha256[:12],
-            identity.status,
-            backend.name,
-        )
-        return cls(
-            model,
-            backend,
-            TextTokenizer.from_model(model),
-            tasks,
-            TextEmbeddingCache.in_work_dir(settings.work_dir),
-            settings.batch_size,
-        )
 
     def analyse(self, prepared: PreparedStudy) -> StudyAnalysis:
         """Score every image of the study in shared batches, then each series against its task."""

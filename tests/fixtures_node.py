@@ -63,15 +63,15 @@ class NodeWork:
 @pytest.fixture(scope="session")
 def node_work(tiny_model_dir, tmp_path_factory) -> NodeWork:
     """One work folder for every node of the session, warmed once (ONNX export, salt, text cache)."""
+    from app.analyzer import open_analyzer
     from app.settings import resolve_run_settings
-    from operators.zero_shot_analyzer import ZeroShotAnalyzer
 
     work = tmp_path_factory.mktemp("node-work")
     scratch = tmp_path_factory.mktemp("node-scratch")
     settings = resolve_run_settings(
         input_path=scratch, output_path=scratch / "out", models_path=tiny_model_dir.parent, work_dir=work, allow_untrained=True
     )
-    return NodeWork(work, tiny_model_dir.parent, ZeroShotAnalyzer.open(settings))
+    return NodeWork(work, tiny_model_dir.parent, open_analyzer(settings))
 
 
 def node_config(

@@ -264,23 +264,19 @@ def test_input_path_pointing_at_nothing_is_refused(tmp_path, tiny_model_dir, wor
 
 def test_second_run_of_a_study_computes_no_text_embeddings(samples, tiny_model_dir, tmp_path):
     """A fresh process (a fresh analyzer) on the same work folder reuses the cached text embeddings."""
-    import argparse
-
-    from app.cli import execute_run
+    from app.analyzer import open_analyzer
+    from app.run import run
     from app.settings import resolve_run_settings
     from engines.text_cache import TEXT_CACHE_SUBDIR
-    from operators.zero_shot_analyzer import ZeroShotAnalyzer
 
     work = tmp_path / "work"
 
     def one_run(out: Path):
-        args = argparse.Namespace(
-            input=str(samples / "chest-radiograph"), output=str(out), models=str(tiny_model_dir), workdir=str(work),
-            allow_untrained=True, backend=None, results_json=None, rules=None, tasks=None,
+        settings = resolve_run_settings(
+            input_path=samples / "chest-radiograph", output_path=out, models_path=tiny_model_dir, work_dir=work, allow_untrained=True
         )
-        settings = resolve_run_settings(input_path=args.input, output_path=args.output, models_path=args.models, work_dir=args.workdir, allow_untrained=True)
-        analyzer = ZeroShotAnalyzer.open(settings)
-        assert execute_run(args, analyzer=analyzer).exit_code == EXIT_OK
+        analyzer = open_analyzer(settings)
+        assert run(settings, analyzer).exit_code == EXIT_OK
         return analyzer.cache.stats
 
     one_run(tmp_path / "first")

@@ -25,12 +25,12 @@ from operators.burn_config import load_burn_config
 from operators.burn_depth import depth_method
 from operators.capture_layout import AI_BANNER_COLOURS, BANNER_HEIGHT, UNTRAINED_BANNER_COLOURS
 from operators.dicom_output import write_dataset_atomically
+from common.model_identity import ModelIdentity
 from operators.messages import (
     BurnFindings,
     ImageFindings,
     ImageSource,
     InstanceFile,
-    ModelIdentity,
     SelectedSeries,
     SeriesAnalysis,
     SeriesHeader,
@@ -41,7 +41,7 @@ from operators.secondary_capture import write_png_preview
 from operators.sr_content import DeviceIdentity, build_report, report_findings
 from operators.sr_readback import read_findings
 from operators.study_captures import build_study_captures, write_study_captures
-from operators.tasks import load_tasks
+from common.zero_shot_tasks import load_tasks
 from tests.dicom_validation import run_dciodvfy
 from tests.fixtures_burn import BURN_SCENES, burn_photo_dataset, burn_scene
 from tests.fixtures_dicom import write_dataset

@@ -123,11 +123,15 @@ def test_check_config_reports_ok_and_problems_with_exit_codes(tmp_path, tiny_mod
     assert "warning: processing.models: the model is UNTRAINED" in out
     assert not (tmp_path / "spool").exists(), "checking creates nothing"
 
-    refused = write(tmp_path, minimal(processing={"models": str(tiny_model_dir.parent), "run_arguments": ["--no-such-option"]}))
+    refused = write(tmp_path, minimal(processing={"models": str(tiny_model_dir.parent), "rules": str(tmp_path / "no-rules.json")}))
     assert main(["serve", "--config", str(refused), "--check-config"]) == 2
     captured = capsys.readouterr()
     assert "error: processing.models: the model's status is 'untrained'" in captured.err
-    assert "error: processing.run_arguments: not options of a MAP run: --no-such-option" in captured.err
+    assert "error: processing.rules:" in captured.err and "no-rules.json" in captured.err
+
+    legacy = write(tmp_path, minimal(processing={"models": str(tiny_model_dir.parent), "run_arguments": ["--audit-log", "x"]}))
+    assert main(["serve", "--config", str(legacy), "--check-config"]) == 2
+    assert "processing.run_arguments: Value error, free-form run options are no longer taken" in capsys.readouterr().err
 
     assert main(["serve", "--config", str(write(tmp_path, minimal(dicom={"port": "x"}))), "--check-config"]) == 2
 

@@ -4,6 +4,8 @@ superseding SR's Predecessor Documents Sequence."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import errno
 import json
 import os
@@ -21,7 +23,10 @@ from app.node.outbox import Outbox
 from app.node.priority import UrgencyRules, urgency_reason
 from app.node.spool import INSTANCES, Spool, SpoolError, SpoolFullError, SpoolLayout, SpoolQuota
 from app.node.study_archive import StudyArchive
-from app.node.superseding import mark_as_superseding, output_identity
+from app.node.result_identity import ResultIdentity
+from app.node.superseding import mark_as_superseding
+from operators.messages import DocumentReference
+from operators.sr_writer_operator import document_of
 from app.node.work_queue import INPUT, URGENT, Job, WorkQueue, read_job, write_job
 from tests.dicom_validation import run_dciodvfy
 from tests.fixtures_dicom import image_dataset
@@ -178,7 +183,8 @@ def test_results_enter_the_outbox_whole_and_refusals_restart_after_a_restart(lay
     (produced / "SC-st-aaaaaaaaaaaa-1.dcm").write_bytes(b"sc")
     job = Job(job_id="20260101T000000000000-st-aaaaaaaaaaaa", study_ref="st-aaaaaaaaaaaa")
     outbox = Outbox(layout, ["pacs", "web"])
-    entry = outbox.commit(job, sorted(produced.iterdir()), [{"file": "SR-st-aaaaaaaaaaaa.dcm", "sop_instance_uid": "1.2.3"}])
+    report = ResultIdentity("SR-st-aaaaaaaaaaaa.dcm", DocumentReference("1.2.840.10008.5.1.4.1.1.88.34", "1.2.3", "1.2.4", "1.2.5"))
+    entry = outbox.commit(job, sorted(produced.iterdir()), [report])
     assert outbox.committed(job.job_id) and not list(produced.iterdir()) and not list(layout.tmp.iterdir())
     record = entry.record("pacs")
     record.sent = ["SC-st-aaaaaaaaaaaa-1.dcm"]
@@ -196,7 +202,7 @@ def test_results_enter_the_outbox_whole_and_refusals_restart_after_a_restart(lay
         restarted.save_record(again, destination)
     assert restarted.finish_if_done(again) == "delivered"
     assert (layout.delivered / job.job_id / "SR-st-aaaaaaaaaaaa.dcm").read_bytes() == b"sr"
-    assert restarted.outputs_of(job.job_id)[0]["sop_instance_uid"] == "1.2.3"
+    assert restarted.outputs_of(job.job_id) == [report], "the identities survive the restart, typed"
 
 
 # --------------------------------------------------------------------------- grouping
@@ -294,18 +300,20 @@ def test_superseding_sr_names_its_predecessor_and_stays_valid(tmp_path, tiny_mod
         argv = ["-i", str(chest.path), "-o", str(out), "-m", str(tiny_model_dir.parent), "-w", str(tmp_path / "work"), "--allow-untrained"]
         assert map_main(argv) == 0
         reports.append(next(out.glob("SR-*.dcm")))
-    previous = [output_identity(reports[0])]
+    previous = [document_of(pydicom.dcmread(reports[0], stop_before_pixels=True))]
     assert mark_as_superseding(reports[1], previous) == 1
     ds = pydicom.dcmread(reports[1])
     reference = ds.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
-    assert reference.ReferencedSOPInstanceUID == previous[0]["sop_instance_uid"]
+    assert reference.ReferencedSOPInstanceUID == previous[0].sop_instance_uid
     assert not run_dciodvfy(reports[1]).errors
-    assert mark_as_superseding(reports[1], [dict(previous[0], study_instance_uid="1.2.3")]) == 0, "only SRs of the same study"
+    other_study = dataclasses.replace(previous[0], study_instance_uid="1.2.3")
+    assert mark_as_superseding(reports[1], [other_study]) == 0, "only SRs of the same study"
 
 
 def test_own_results_are_recognised_after_a_restart(layout):
     archive = StudyArchive(layout.studies)
-    archive.record_run("st-aaaaaaaaaaaa", "job-1", "reported", [{"sop_instance_uid": "1.2.3.4", "sop_class_uid": "1.2.840.10008.5.1.4.1.1.88.34"}])
+    report = DocumentReference("1.2.840.10008.5.1.4.1.1.88.34", "1.2.3.4", "1.2.3.5", "1.2.3.6")
+    archive.record_run("st-aaaaaaaaaaaa", "job-1", "reported", [ResultIdentity("SR-x.dcm", report)])
     reloaded = StudyArchive(layout.studies)
     reloaded.load()
     assert reloaded.is_own_output("1.2.3.4") and not reloaded.is_own_output("1.2.3.5")

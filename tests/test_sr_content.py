@@ -20,11 +20,11 @@ from pydicom.dataset import Dataset
 from operators import coding
 from operators.dicom_output import OutputWriteError, write_dataset_atomically
 from operators.output_identity import report_identity
+from common.model_identity import ModelIdentity
 from operators.messages import (
     ImageFindings,
     ImageSource,
     InstanceFile,
-    ModelIdentity,
     SelectedSeries,
     SeriesAnalysis,
     SeriesHeader,
@@ -41,7 +41,8 @@ from operators.sr_content import (
     report_findings,
 )
 from operators.sr_readback import read_findings
-from operators.tasks import Code, Label, ZeroShotTask
+from common.codes import Code
+from common.zero_shot_tasks import Label, ZeroShotTask
 from tests.dicom_validation import run_dciodvfy
 
 DEVICE = DeviceIdentity(

@@ -15,7 +15,7 @@ from engines.text_cache import TEXT_CACHE_SUBDIR, TextEmbeddingCache
 from engines.tokenizer import TextTokenizer
 from models.directory import open_model_dir
 from operators.messages import ImageSource, PreparedSeries, SelectedSeries, SeriesHeader
-from operators.tasks import ZeroShotTask, load_tasks
+from common.zero_shot_tasks import ZeroShotTask, load_tasks
 from operators.zero_shot import (
     analyse_series,
     class_embeddings,

@@ -81,9 +81,8 @@ def check_config(config: NodeConfig) -> tuple[list[str], list[str]]:
     from models.errors import ModelDirectoryError
     from models.manifest import read_manifest
     from operators.selection_rules import SelectionRulesError, load_selection_rules
-    from operators.tasks import TaskConfigError, load_tasks
+    from common.zero_shot_tasks import TaskConfigError, load_tasks
 
-    from app.node.runner import check_run_arguments
     from app.node.scp import server_ssl_context
     from app.node.destinations import client_ssl_context
     from app.settings import CONFIG_DIR
@@ -112,10 +111,6 @@ def check_config(config: NodeConfig) -> tuple[list[str], list[str]]:
         load_selection_rules(config.processing.rules or CONFIG_DIR / "selection_rules.json")
     except (SelectionRulesError, OSError) as exc:
         errors.append(f"processing.rules: {exc}")
-    try:
-        check_run_arguments(config.processing.run_arguments)
-    except NodeConfigError as exc:
-        errors.append(str(exc))
     try:
         server_ssl_context(config.dicom)
     except (OSError, ssl.SSLError) as exc:

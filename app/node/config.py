@@ -153,9 +153,22 @@ class ProcessingSettings(_Strict):
     rules: Path | None = None
     tasks: Path | None = None
     results_json: Path | None = None
-    run_arguments: list[str] = Field(
-        default_factory=list, description="further MAP run options passed to every run (as `biomedclip-map run` takes them)"
-    )
+    audit_log: Path | None = Field(None, description="audit trail, one JSON line per study (default: <work_dir>/audit.jsonl)")
+    deid_export: Path | None = Field(None, description="also write de-identified copies of the results here (outside the spool)")
+    deid_include_inputs: bool = Field(False, description="with deid_export: also export the analysed inputs, de-identified")
+    clinical_context: bool = Field(False, description="add a scrubbed clinical-context line from the study's free text to the SR")
+    run_arguments: list[str] | None = Field(None, description="no longer supported: use the processing keys above")
+
+    @field_validator("run_arguments")
+    @classmethod
+    def _no_run_arguments(cls, value: list[str] | None) -> None:
+        if value:
+            raise ValueError(
+                "free-form run options are no longer taken; set processing.audit_log, processing.deid_export, "
+                "processing.deid_include_inputs, processing.clinical_context, processing.results_json, processing.rules "
+                "or processing.tasks instead"
+            )
+        return None
 
     @field_validator("urgent_priority_values", "urgent_keywords")
     @classmethod
@@ -371,7 +384,7 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
     """Relative paths in the file are taken relative to the file's folder (not the current folder)."""
     path_keys = {
         "spool": ["path"],
-        "processing": ["models", "work_dir", "rules", "tasks", "results_json"],
+        "processing": ["models", "work_dir", "rules", "tasks", "results_json", "audit_log", "deid_export"],
     }
     out = dict(raw)
     for section, keys in path_keys.items():

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from app.node.result_identity import ResultIdentity, identities_from_json
 from app.node.durable_files import fsync_directory, move_durably, read_json, write_json_durably
 from app.node.spool import SpoolLayout
 from app.node.work_queue import URGENT, Job
@@ -60,7 +61,7 @@ class OutboxEntry:
     completed_at: float
     created_at: float
     files: list[str]
-    outputs: list[dict]
+    outputs: list[ResultIdentity]
     folder: Path
     records: dict[str, DestinationRecord] = field(default_factory=dict)
 
@@ -96,14 +97,14 @@ class Outbox:
         """Whether the results of `job_id` reached the outbox (whatever happened to them since)."""
         return any((folder / job_id).is_dir() for folder in (self.layout.outbox, self.layout.delivered, self.layout.undeliverable))
 
-    def outputs_of(self, job_id: str) -> list[dict]:
+    def outputs_of(self, job_id: str) -> list[ResultIdentity]:
         for folder in (self.layout.outbox, self.layout.delivered, self.layout.undeliverable):
             document = read_json(folder / job_id / DELIVERY_FILE)
             if document:
-                return list(document.get("outputs", []))
+                return identities_from_json(document.get("outputs"))
         return []
 
-    def commit(self, job: Job, files: list[Path], outputs: list[dict]) -> OutboxEntry:
+    def commit(self, job: Job, files: list[Path], outputs: list[ResultIdentity]) -> OutboxEntry:
         """Move a run's result files into a new entry with one atomic rename; return the entry."""
         staging = self.layout.tmp / f"{job.job_id}-out"
         shutil.rmtree(staging, ignore_errors=True)
@@ -143,7 +144,7 @@ class Outbox:
             "completed_at": entry.completed_at,
             "created_at": entry.created_at,
             "files": entry.files,
-            "outputs": entry.outputs,
+            "outputs": [o.to_json() for o in entry.outputs],
         }
 
     def recover(self) -> int:
@@ -164,7 +165,7 @@ class Outbox:
                 completed_at=float(document.get("completed_at", 0.0)),
                 created_at=float(document.get("created_at", 0.0)),
                 files=list(document["files"]),
-                outputs=list(document.get("outputs", [])),
+                outputs=identities_from_json(document.get("outputs")),
                 folder=folder,
             )
             for destination in self.destinations:

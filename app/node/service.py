@@ -30,12 +30,15 @@ from app.node.http_endpoint import ObservabilityEndpoint
 from app.node.metrics import NodeMetrics
 from app.node.outbox import Outbox
 from app.node.priority import UrgencyRules
-from app.node.runner import ModelUnavailable, StudyRunner, StudyRunResult, check_run_arguments, open_analyzer
+from app.node.result_identity import ResultIdentity
+from app.node.runner import JobResult, ModelUnavailable, StudyRunner, open_analyzer
 from app.node.scp import StorageSCP
 from app.node.spool import Spool, SpoolError, SpoolFullError, SpoolLayout, SpoolQuota
 from app.node.study_archive import StudyArchive
-from app.node.superseding import mark_as_superseding, output_identity
+from app.node.superseding import mark_as_superseding
 from app.node.work_queue import INPUT, Job, WorkQueue
+from operators.messages import OutcomeStatus
+from operators.zero_shot_analyzer import ZeroShotAnalyzer
 
 logger = logging.getLogger("biomedclip_map.node")
 
@@ -47,33 +50,27 @@ class NodeStartError(RuntimeError):
 class DicomNode:
     """`biomedclip-map serve`."""
 
-    def __init__(self, config: NodeConfig, *, analyzer=None):
-        self.config = config
+    def __init__(self, config: NodeConfig, *, analyzer: ZeroShotAnalyzer | None = None):
+        """Build every part of the node (nothing listens or runs yet); NodeStartError names what to fix."""
+        c = self.config = config
         self.analyzer = analyzer
         self.metrics = NodeMetrics()
-        self.layout = SpoolLayout(Path(config.spool.path))
-        self.destination_names = [d.name for d in config.destinations]
+        self.layout = SpoolLayout(Path(c.spool.path))
+        self.destination_names = [d.name for d in c.destinations]
         self._stop = threading.Event()
-        self._worker: threading.Thread | None = None
+        self._worker = threading.Thread(target=self._work, name="study-worker", daemon=True)
         self._reachability: dict[str, tuple[float, str | None]] = {}
         self._reachability_lock = threading.Lock()
+        self._recovered: list[tuple[Job, str]] = []
         self.started = False
-
-    # ----------------------------------------------------------------------- start / stop
-
-    def start(self) -> None:
-        """Recover the spool, open the model, then start listening; NodeStartError on failure."""
-        c = self.config
         try:
-            check_run_arguments(c.processing.run_arguments)
             self.layout.create()
             self.salt = c.uid_salt
             self.quota = SpoolQuota(self.layout.root, max_bytes=c.spool.max_bytes, min_free_bytes=c.spool.min_free_bytes)
-        except (SpoolError, ValueError) as exc:  # ValueError: NodeConfigError, SettingsError (salt file)
+        except (SpoolError, ValueError) as exc:  # ValueError: SettingsError (the salt file)
             raise NodeStartError(str(exc)) from exc
         self.spool = Spool(self.layout, self.quota)
         self.archive = StudyArchive(self.layout.studies)
-        self.archive.load()
         self.queue = WorkQueue(self.layout, max_attempts=c.processing.max_attempts, retry_delay_s=c.processing.retry_delay_s)
         self.outbox = Outbox(self.layout, self.destination_names)
         self.grouper = StudyGrouper(
@@ -81,6 +78,26 @@ class DicomNode:
             quiet_period_s=c.spool.quiet_period_s, retention_s=c.spool.retention_hours * 3600,
             on_maintenance=self.outbox.prune,
         )
+        self.deliveries = [
+            DeliveryWorker(
+                make_destination(d, c.dicom.ae_title, tcp_nodelay=c.dicom.tcp_nodelay), d.describe(), self.outbox, c.delivery, self.metrics
+            )
+            for d in c.destinations
+        ]
+        self.http = ObservabilityEndpoint(c.http.bind, c.http.port, self.metrics, self.readiness)
+        self.scp = StorageSCP(
+            c.dicom, self.spool, self.grouper, self.archive, self.metrics,
+            salt=self.salt,
+            urgency=UrgencyRules.from_settings(c.processing.urgent_priority_values, c.processing.urgent_keywords),
+        )
+        self.runner: StudyRunner | None = None
+
+    # ----------------------------------------------------------------------- start / stop
+
+    def start(self) -> None:
+        """Recover the spool, open the model, then start listening; NodeStartError on failure."""
+        c = self.config
+        self.archive.load()
         self._recover()
         if self.analyzer is None:
             scratch = self.layout.tmp / "model-check"
@@ -106,19 +123,6 @@ class DicomNode:
         self.metrics.gauge("incoming_studies", "Studies still receiving (quiet period not over)", self.grouper.pending)
         self.metrics.gauge("outbox_depth", "Result sets waiting for delivery", self.outbox.depth)
         self.metrics.gauge("spool_bytes", "Bytes held in the spool", self.quota.usage)
-
-        self.deliveries = [
-            DeliveryWorker(
-                make_destination(d, c.dicom.ae_title, tcp_nodelay=c.dicom.tcp_nodelay), d.describe(), self.outbox, c.delivery, self.metrics
-            )
-            for d in c.destinations
-        ]
-        self.http = ObservabilityEndpoint(c.http.bind, c.http.port, self.metrics, self.readiness)
-        self.scp = StorageSCP(
-            c.dicom, self.spool, self.grouper, self.archive, self.metrics,
-            salt=self.salt,
-            urgency=UrgencyRules.from_settings(c.processing.urgent_priority_values, c.processing.urgent_keywords),
-        )
         try:
             self.scp.start()
             self.http.start()
@@ -128,7 +132,6 @@ class DicomNode:
         self.grouper.start()
         for worker in self.deliveries:
             worker.start()
-        self._worker = threading.Thread(target=self._work, name="study-worker", daemon=True)
         self._worker.start()
         if not c.destinations:
             logger.warning("no destinations configured: results stay in %s until one is added", self.layout.outbox)
@@ -151,20 +154,16 @@ class DicomNode:
     def stop(self, timeout: float = 60.0) -> None:
         """Stop listening, let the current study finish (up to `timeout`), stop the other threads."""
         self._stop.set()
-        if getattr(self, "scp", None) is not None:
-            self.scp.stop()
-        if getattr(self, "grouper", None) is not None:
-            self.grouper.stop()
-        if getattr(self, "queue", None) is not None:
-            self.queue.wake()
-        if self._worker is not None:
+        self.scp.stop()
+        self.grouper.stop()
+        self.queue.wake()
+        if self._worker.is_alive():
             self._worker.join(timeout=timeout)
             if self._worker.is_alive():
                 logger.warning("stopping while a study is still being processed; it runs again at the next start")
-        for worker in getattr(self, "deliveries", []):
+        for worker in self.deliveries:
             worker.stop()
-        if getattr(self, "http", None) is not None:
-            self.http.stop()
+        self.http.stop()
         logger.info("node stopped")
 
     # ----------------------------------------------------------------------- processing
@@ -191,45 +190,45 @@ class DicomNode:
         started = time.perf_counter()
         try:
             result = self.runner.run(folder)
-        except Exception as exc:  # the run itself broke; counted as a failed attempt
+        except Exception as exc:  # the run itself broke; counted as a failed attempt, logged with its traceback
             logger.exception("study %s: the run raised", job.study_ref)
-            result = StudyRunResult("failed", f"{type(exc).__name__}: {exc}")
+            result = JobResult(OutcomeStatus.FAILED, f"{type(exc).__name__}: {exc}")
         self.metrics.stage_seconds.labels(stage="processing").observe(time.perf_counter() - started)
-        if result.status == "reported":
+        if result.status is OutcomeStatus.REPORTED:
             try:
-                self._commit(job, folder, result.files)
+                self._commit(job, result)
             except (OSError, ValueError) as exc:
                 logger.exception("study %s: results could not be committed to the outbox", job.study_ref)
                 self._failed(job, f"results could not be committed: {exc}")
             return
-        if result.status == "refused":
+        if result.status is OutcomeStatus.REFUSED:
             self.metrics.studies_failed.inc()
             self.queue.quarantine(job, result.reason)
             self._log_quarantine(job)
             return
-        if result.status == "nothing_selected":
+        if result.status is OutcomeStatus.NOTHING_SELECTED:
             self.metrics.studies_processed.labels(outcome="nothing_selected").inc()
-            self._finalize(job, "nothing_selected", [])
+            self._finalize(job, OutcomeStatus.NOTHING_SELECTED.value, [])
             logger.info("study %s: nothing to analyse (%s); no results to send", job.study_ref, result.reason)
             return
         self._failed(job, result.reason)
 
-    def _commit(self, job: Job, folder: Path, files: list[Path]) -> None:
+    def _commit(self, job: Job, result: JobResult) -> None:
         superseded = 0
         if job.supersedes:
             previous = self.archive.previous_reports(job.study_ref)
-            for path in files:
+            for path in result.files:
                 superseded += mark_as_superseding(path, previous)
-        outputs = [output_identity(p) for p in files]
-        entry = self.outbox.commit(job, files, outputs)
+        outputs = [ResultIdentity.of(output) for output in result.outputs]
+        entry = self.outbox.commit(job, result.files, outputs)
         self.metrics.studies_processed.labels(outcome="reported").inc()
-        self._finalize(job, "reported", outputs)
+        self._finalize(job, OutcomeStatus.REPORTED.value, outputs)
         logger.info(
             "study %s: results %s queued for delivery%s",
             job.study_ref, ", ".join(entry.files), f" (supersedes {superseded} earlier report(s))" if superseded else "",
         )
 
-    def _finalize(self, job: Job, outcome: str, outputs: list[dict]) -> None:
+    def _finalize(self, job: Job, outcome: str, outputs: list[ResultIdentity]) -> None:
         """Keep the study's instances and result identities for late instances; forget the job."""
         folder = self.layout.processing / job.job_id
         self.archive.absorb(job.study_ref, folder / INPUT)
@@ -269,7 +268,7 @@ class DicomNode:
                 self.quota.check(0)
             except (SpoolFullError, SpoolError) as exc:
                 problems["spool"] = str(exc)
-        for worker in getattr(self, "deliveries", []):
+        for worker in self.deliveries:
             problem = self._reachable(worker)
             if problem:
                 problems[f"destination {worker.name}"] = problem

@@ -21,7 +21,8 @@ from pathlib import Path
 
 from app.node.durable_files import fsync_directory, read_json, write_json_durably
 from app.node.spool import INSTANCES
-from app.node.superseding import SR_SOP_CLASS_PREFIX
+from app.node.result_identity import ResultIdentity, identities_from_json
+from operators.messages import DocumentReference
 
 logger = logging.getLogger("biomedclip_map.node.archive")
 REPORTS_FILE = "reports.json"
@@ -40,7 +41,7 @@ class StudyArchive:
         count = 0
         for folder in self.root.iterdir() if self.root.is_dir() else []:
             for run in self._runs(folder.name):
-                self._own_outputs.update(o["sop_instance_uid"] for o in run.get("outputs", []))
+                self._own_outputs.update(o.document.sop_instance_uid for o in identities_from_json(run.get("outputs")))
             count += 1
         return count
 
@@ -62,13 +63,13 @@ class StudyArchive:
         """Whether the node itself produced this instance (a result coming back from a PACS)."""
         return sop_instance_uid in self._own_outputs
 
-    def previous_reports(self, ref: str) -> list[dict]:
+    def previous_reports(self, ref: str) -> list[DocumentReference]:
         """The SRs earlier runs of this study produced (for the Predecessor Documents Sequence)."""
         return [
-            output
+            output.document
             for run in self._runs(ref)
-            for output in run.get("outputs", [])
-            if str(output.get("sop_class_uid", "")).startswith(SR_SOP_CLASS_PREFIX)
+            for output in identities_from_json(run.get("outputs"))
+            if output.is_report
         ]
 
     def link_into(self, ref: str, input_dir: Path, skip: set[str]) -> int:
@@ -103,14 +104,16 @@ class StudyArchive:
         fsync_directory(folder.parent)
         fsync_directory(self.root)
 
-    def record_run(self, ref: str, job_id: str, outcome: str, outputs: list[dict]) -> None:
+    def record_run(self, ref: str, job_id: str, outcome: str, outputs: list[ResultIdentity]) -> None:
         """Add a run (idempotent by job id) and its results' identities to `reports.json`."""
         with self._lock:
             runs = [r for r in self._runs(ref) if r.get("job_id") != job_id]
-            runs.append({"job_id": job_id, "outcome": outcome, "finished_at": time.time(), "outputs": outputs})
+            runs.append(
+                {"job_id": job_id, "outcome": outcome, "finished_at": time.time(), "outputs": [o.to_json() for o in outputs]}
+            )
             self._folder(ref).mkdir(parents=True, exist_ok=True)
             write_json_durably(self._folder(ref) / REPORTS_FILE, {"runs": runs})
-            self._own_outputs.update(o["sop_instance_uid"] for o in outputs)
+            self._own_outputs.update(o.document.sop_instance_uid for o in outputs)
 
     def prune(self, retention_s: float, busy_refs: set[str]) -> int:
         """Remove studies whose last run is older than the retention; return how many."""

@@ -13,24 +13,10 @@ from pathlib import Path
 
 import pydicom
 
+from app.node.result_identity import SR_SOP_CLASS_PREFIX
 from operators.dicom_output import write_dataset_atomically
 from operators.messages import DocumentReference
 from operators.sr_content import predecessor_documents
-
-SR_SOP_CLASS_PREFIX = "1.2.840.10008.5.1.4.1.1.88."
-
-
-def output_identity(path: Path) -> dict:
-    """The identities of a result file (kept on disk with the study, never logged)."""
-    ds = pydicom.dcmread(path, stop_before_pixels=True)
-    return {
-        "file": path.name,
-        "sop_class_uid": str(ds.SOPClassUID),
-        "sop_instance_uid": str(ds.SOPInstanceUID),
-        "series_instance_uid": str(ds.SeriesInstanceUID),
-        "study_instance_uid": str(ds.StudyInstanceUID),
-    }
-
 
 def _references(sequence) -> list[DocumentReference]:
     """The documents an existing Predecessor Documents Sequence names."""
@@ -47,7 +33,7 @@ def _references(sequence) -> list[DocumentReference]:
     return found
 
 
-def mark_as_superseding(sr_path: Path, previous: list[dict]) -> int:
+def mark_as_superseding(sr_path: Path, previous: list[DocumentReference]) -> int:
     """Add the node's earlier SRs of the study to the SR at `sr_path` (rewritten atomically); return how many.
 
     Predecessors the SR already names (earlier reports that came with the study's input) are kept;
@@ -57,11 +43,7 @@ def mark_as_superseding(sr_path: Path, previous: list[dict]) -> int:
     if not str(ds.SOPClassUID).startswith(SR_SOP_CLASS_PREFIX):
         return 0
     study_uid = str(ds.StudyInstanceUID)
-    earlier = [
-        DocumentReference(r["sop_class_uid"], r["sop_instance_uid"], r["series_instance_uid"], study_uid)
-        for r in previous
-        if r.get("study_instance_uid") == study_uid and str(r.get("sop_class_uid", "")).startswith(SR_SOP_CLASS_PREFIX)
-    ]
+    earlier = [r for r in previous if r.study_instance_uid == study_uid and r.sop_class_uid.startswith(SR_SOP_CLASS_PREFIX)]
     if not earlier:
         return 0
     named = _references(ds.get("PredecessorDocumentsSequence"))

@@ -12,18 +12,11 @@ from pathlib import Path
 
 import yaml
 
+from common.codes import Code
+
 
 class TaskConfigError(ValueError):
     """The zero-shot task configuration is malformed; the message names the file and key."""
-
-
-@dataclass(frozen=True)
-class Code:
-    """A coded concept (scheme designator, code value, code meaning), e.g. SCT 17621005 "Normal"."""
-
-    scheme: str
-    value: str
-    meaning: str
 
 
 @dataclass(frozen=True)

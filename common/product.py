@@ -1,4 +1,4 @@
-"""What the product writes into every output to say "this is ours", and how it recognises it again.
+"""The product's name and version, and what it writes into every output to say "this is ours".
 
 Every SR, Secondary Capture and Segmentation the product writes carries its equipment (Manufacturer,
 Manufacturer's Model Name, Software Versions), one of the series descriptions below, and, in
@@ -9,7 +9,9 @@ apart.
 
 from __future__ import annotations
 
-from app import APP_NAME, __version__
+APP_NAME = "biomedclip-map"
+__version__ = "0.1.0"
+VERSION = __version__
 
 MANUFACTURER = f"{APP_NAME} project"
 MODEL_NAME = APP_NAME

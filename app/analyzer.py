@@ -1,0 +1,53 @@
+"""Composing the model side of a run: model folder, inference backend, tokenizer, tasks, text cache.
+
+Opened once per process and handed to the graph, so a long-running DICOM node keeps the model
+loaded and the zero-shot text embeddings cached across studies. This is composition of the lower
+layers (models, engines) for the operators, so it lives with the front ends.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from app.settings import RunSettings
+from common.zero_shot_tasks import load_tasks
+from engines.selection import open_backend
+from engines.text_cache import TextEmbeddingCache
+from engines.tokenizer import TextTokenizer
+from models.directory import open_model_dir
+from operators.zero_shot_analyzer import ZeroShotAnalyzer
+
+logger = logging.getLogger("biomedclip_map.inference")
+
+
+def open_analyzer(settings: RunSettings) -> ZeroShotAnalyzer:
+    """Open the model folder (refusing an untrained model unless allowed) and its backend.
+
+    Raises the model registry's `ModelDirectoryError` family, `TaskConfigError`, or the
+    backend errors, each naming the path or setting to fix.
+    """
+    model = open_model_dir(settings.models_path, allow_untrained=settings.allow_untrained)
+    tasks = load_tasks(settings.tasks)
+    identity = model.identity
+    if identity.untrained:
+        logger.warning(
+            "model %s %s is UNTRAINED (allowed by --allow-untrained): every result of this run is meaningless",
+            identity.name,
+            identity.version,
+        )
+    backend = open_backend(
+        model, settings.backend, work_dir=settings.work_dir,
+        triton_server_netloc=settings.triton_server_netloc, triton_fallback=settings.triton_fallback,
+    )
+    logger.info(
+        "model %s %s (sha256 %s…, status %s) on backend %s",
+        identity.name, identity.version, identity.sha256[:12], identity.status, backend.name,
+    )
+    return ZeroShotAnalyzer(
+        model,
+        backend,
+        TextTokenizer.from_model(model),
+        tasks,
+        TextEmbeddingCache.in_work_dir(settings.work_dir),
+        settings.batch_size,
+    )

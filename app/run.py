@@ -1,0 +1,99 @@
+"""One typed entry for a MAP run over an input folder; every front end starts a run here.
+
+`run(settings, analyzer)` opens the model unless an open analyzer is passed (the DICOM node and the
+demo keep one warm), checks the export folder, runs the graph once, records the run (de-identified
+export, audit trail) and returns a `RunReport`: every study's typed `StudyOutcome`, the run's exit
+code and its duration. Nothing is parsed from text and nothing leaves the graph but through the
+`RunResults` the SR writer fills.
+
+Exit codes: 0 every study was reported or had nothing to analyse (the log says why); 1 at least
+one study failed internally or was refused because its instances disagree on patient identity
+(the others were still processed); 2 the run could not start (a setting, the model folder or the
+configuration is unusable; `RunReport.start_error` says which).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from app.settings import RunSettings, SettingsError
+from operators.messages import OutcomeStatus, RunResults, StudyOutcome
+from operators.zero_shot_analyzer import ZeroShotAnalyzer
+
+EXIT_OK = 0
+EXIT_STUDY_FAILED = 1
+EXIT_CANNOT_START = 2
+
+logger = logging.getLogger("biomedclip_map")
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """What one run did: each study's outcome, the exit code, how long it took, why it could not start."""
+
+    outcomes: tuple[StudyOutcome, ...] = ()
+    seconds: float = 0.0
+    start_error: str | None = None
+    error: str | None = None
+    """Set when the run started but broke as a whole: the graph stopped, or the audit trail could not be written."""
+    exported: dict[str, int] = field(default_factory=dict)
+    """De-identified files written per study reference."""
+
+    def of_status(self, status: OutcomeStatus) -> list[StudyOutcome]:
+        return [o for o in self.outcomes if o.status is status]
+
+    @property
+    def exit_code(self) -> int:
+        if self.start_error is not None:
+            return EXIT_CANNOT_START
+        if self.error is not None or self.of_status(OutcomeStatus.FAILED) or self.of_status(OutcomeStatus.REFUSED):
+            return EXIT_STUDY_FAILED
+        return EXIT_OK
+
+
+def run(settings: RunSettings, analyzer: ZeroShotAnalyzer | None = None) -> RunReport:
+    """Run the MAP once over `settings.input_path` (see the module docstring)."""
+    from app.run_records import prepare_run_records, record_run
+    from common.zero_shot_tasks import TaskConfigError
+    from engines.base import BackendUnavailable
+    from engines.selection import BackendConfigError
+    from models.errors import ModelDirectoryError
+    from operators.audit import AuditWriteError
+
+    started = time.perf_counter()
+    try:
+        prepare_run_records(settings)
+        if analyzer is None:
+            from app.analyzer import open_analyzer
+
+            analyzer = open_analyzer(settings)
+    except (SettingsError, ModelDirectoryError, TaskConfigError, BackendUnavailable, BackendConfigError) as exc:
+        logger.error("cannot start: %s", exc)
+        return RunReport(seconds=time.perf_counter() - started, start_error=str(exc))
+
+    from app.application import BiomedCLIPMapApp
+
+    results = RunResults()
+    app = BiomedCLIPMapApp(settings, analyzer, results)
+    try:
+        app.run()
+    except Exception as exc:  # the graph itself broke (not one study): report it, with its traceback, and fail
+        logger.error("the application graph stopped: %s: %s", type(exc).__name__, exc, exc_info=True)
+        return RunReport(tuple(results.outcomes), time.perf_counter() - started, error=f"{type(exc).__name__}: {exc}")
+    outcomes = tuple(results.outcomes)
+    try:
+        exported = record_run(outcomes, settings, analyzer.model.identity, analyzer.backend.name)
+    except AuditWriteError as exc:
+        logger.error("%s", exc)
+        return RunReport(outcomes, time.perf_counter() - started, error=str(exc))
+    report = RunReport(outcomes, time.perf_counter() - started, exported=exported)
+    logger.info(
+        "run finished: %d study(ies) reported, %d with nothing to analyse, %d refused (patient identity), %d failed",
+        len(report.of_status(OutcomeStatus.REPORTED)),
+        len(report.of_status(OutcomeStatus.NOTHING_SELECTED)),
+        len(report.of_status(OutcomeStatus.REFUSED)),
+        len(report.of_status(OutcomeStatus.FAILED)),
+    )
+    return report
