@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 from app.settings import RunSettings
-from common.zero_shot_tasks import load_tasks
+from common.zero_shot_tasks import TaskCatalogue, load_tasks
 from engines.selection import open_backend
 from engines.text_cache import TextEmbeddingCache
 from engines.tokenizer import TextTokenizer
@@ -20,14 +20,15 @@ from operators.zero_shot_analyzer import ZeroShotAnalyzer
 logger = logging.getLogger("biomedclip_map.inference")
 
 
-def open_analyzer(settings: RunSettings) -> ZeroShotAnalyzer:
+def open_analyzer(settings: RunSettings, tasks: TaskCatalogue | None = None) -> ZeroShotAnalyzer:
     """Open the model folder (refusing an untrained model unless allowed) and its backend.
 
-    Raises the model registry's `ModelDirectoryError` family, `TaskConfigError`, or the
-    backend errors, each naming the path or setting to fix.
+    `tasks` are the run's checked zero-shot tasks (`app.configuration`; read from `settings.tasks`
+    when not given). Raises the model registry's `ModelDirectoryError` family, `TaskConfigError`,
+    or the backend errors, each naming the path or setting to fix.
     """
     model = open_model_dir(settings.models_path, allow_untrained=settings.allow_untrained)
-    tasks = load_tasks(settings.tasks)
+    tasks = tasks or load_tasks(settings.tasks)
     identity = model.identity
     if identity.untrained:
         logger.warning(

@@ -8,6 +8,7 @@ from __future__ import annotations
 from holoscan.conditions import CountCondition
 from holoscan.core import Application
 
+from app.configuration import ProductConfiguration
 from app.settings import RunSettings
 from operators.biomedclip_inference_operator import BiomedCLIPInferenceOperator
 from operators.burn_specialist_operator import BurnSpecialistOperator
@@ -28,19 +29,20 @@ class BiomedCLIPMapApp(Application):
     caller's `results` (filled by the SR writer, the graph's sink).
     """
 
-    def __init__(self, settings: RunSettings, analyzer: ZeroShotAnalyzer, results: RunResults):
+    def __init__(self, settings: RunSettings, analyzer: ZeroShotAnalyzer, configuration: ProductConfiguration, results: RunResults):
         self.settings = settings
         self.analyzer = analyzer
+        self.configuration = configuration
         self.results = results
         super().__init__([])
 
     def compose(self) -> None:
-        s, model = self.settings, self.analyzer.model
+        s, c, model = self.settings, self.configuration, self.analyzer.model
         loader = DICOMLoaderOperator(self, CountCondition(self, 1), name="dicom_loader", input_path=s.input_path, uid_salt=s.uid_salt)
-        selector = SeriesSelectorOperator(self, name="series_selector", rules_path=s.selection_rules)
-        preprocessing = ModalityPreprocessingOperator(self, name="modality_preprocessing", settings_path=s.preprocessing, mean=model.mean, std=model.std)
+        selector = SeriesSelectorOperator(self, name="series_selector", rules=c.rules)
+        preprocessing = ModalityPreprocessingOperator(self, name="modality_preprocessing", settings=c.preprocessing, mean=model.mean, std=model.std)
         inference = BiomedCLIPInferenceOperator(self, name="biomedclip_inference", analyzer=self.analyzer)
-        burn = BurnSpecialistOperator(self, name="burn_specialist", analyzer=self.analyzer)
+        burn = BurnSpecialistOperator(self, name="burn_specialist", analyzer=self.analyzer, config=c.burn)
         scrubber = PHIScrubberOperator(self, name="phi_scrubber", clinical_context=s.clinical_context)
         writer = SRWriterOperator(self, name="sr_writer", output_dir=s.output_path, results=self.results, results_json_dir=s.results_json_dir)
 

@@ -209,8 +209,7 @@ def locate(input_root: Path, refs: Iterable[str], salt: str) -> dict[str, list[P
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m app.log_privacy locate -i INPUT [-w WORKDIR] REF...`: which file a log line meant."""
-    from app.settings import SettingsError
-    from app.uid_salt import resolve_uid_salt
+    from app.uid_salt import UidSaltError, resolve_uid_salt
 
     parser = argparse.ArgumentParser(prog="python -m app.log_privacy", description="find the input file behind a uid-/p- reference in the logs")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -221,7 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         salt = resolve_uid_salt(args.workdir)
-    except SettingsError as exc:
+    except UidSaltError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     refs = [re.match(r"(?:uid|p)-[0-9a-f]+", r).group() if re.match(r"(?:uid|p)-[0-9a-f]+", r) else r for r in args.refs]

@@ -18,7 +18,9 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+from app.configuration import ProductConfiguration, load_product_configuration
 from app.settings import RunSettings, SettingsError
+from common.configuration import ConfigurationError
 from operators.messages import OutcomeStatus, RunResults, StudyOutcome
 from operators.zero_shot_analyzer import ZeroShotAnalyzer
 
@@ -53,10 +55,23 @@ class RunReport:
         return EXIT_OK
 
 
-def run(settings: RunSettings, analyzer: ZeroShotAnalyzer | None = None) -> RunReport:
-    """Run the MAP once over `settings.input_path` (see the module docstring)."""
+def configuration_of(settings: RunSettings) -> ProductConfiguration:
+    """The run's checked configuration files (ConfigurationError names the file and key)."""
+    return load_product_configuration(
+        selection_rules=settings.selection_rules, tasks=settings.tasks, preprocessing=settings.preprocessing,
+        burn=settings.burn_config,
+    )
+
+
+def run(
+    settings: RunSettings, analyzer: ZeroShotAnalyzer | None = None, configuration: ProductConfiguration | None = None
+) -> RunReport:
+    """Run the MAP once over `settings.input_path` (see the module docstring).
+
+    A caller that keeps the model warm passes its `analyzer` and the `configuration` it was opened
+    with; otherwise both are made here, and any problem with them ends the run before any study.
+    """
     from app.run_records import prepare_run_records, record_run
-    from common.zero_shot_tasks import TaskConfigError
     from engines.base import BackendUnavailable
     from engines.selection import BackendConfigError
     from models.errors import ModelDirectoryError
@@ -65,18 +80,19 @@ def run(settings: RunSettings, analyzer: ZeroShotAnalyzer | None = None) -> RunR
     started = time.perf_counter()
     try:
         prepare_run_records(settings)
+        configuration = configuration or configuration_of(settings)
         if analyzer is None:
             from app.analyzer import open_analyzer
 
-            analyzer = open_analyzer(settings)
-    except (SettingsError, ModelDirectoryError, TaskConfigError, BackendUnavailable, BackendConfigError) as exc:
+            analyzer = open_analyzer(settings, configuration.tasks)
+    except (SettingsError, ConfigurationError, ModelDirectoryError, BackendUnavailable, BackendConfigError) as exc:
         logger.error("cannot start: %s", exc)
         return RunReport(seconds=time.perf_counter() - started, start_error=str(exc))
 
     from app.application import BiomedCLIPMapApp
 
     results = RunResults()
-    app = BiomedCLIPMapApp(settings, analyzer, results)
+    app = BiomedCLIPMapApp(settings, analyzer, configuration, results)
     try:
         app.run()
     except Exception as exc:  # the graph itself broke (not one study): report it, with its traceback, and fail

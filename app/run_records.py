@@ -13,9 +13,14 @@ from collections.abc import Sequence
 
 from app import APP_NAME, __version__
 from app.settings import RunSettings, SettingsError
-from operators.audit import AuditContext, append_audit, record_for
-from operators.deidentify import ExportSettingsError, check_export_dir, export_study, result_files
 from common.model_identity import ModelIdentity
+from operators.audit import AuditContext, append_audit, record_for
+from operators.deidentify import (
+    ExportSettingsError,
+    check_export_dir,
+    export_study,
+    result_files,
+)
 from operators.messages import OutcomeStatus, StudyOutcome
 
 logger = logging.getLogger("biomedclip_map.records")

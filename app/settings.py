@@ -11,13 +11,11 @@ reference CPU) before the first study is even read.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from app.uid_salt import resolve_uid_salt
-
-CONFIG_DIR = Path(__file__).resolve().parent / "config"
+from app.uid_salt import UidSaltError, default_work_dir, resolve_uid_salt
+from common.configuration import CONFIG_DIR
 
 ENV_INPUT = "HOLOSCAN_INPUT_PATH"
 ENV_OUTPUT = "HOLOSCAN_OUTPUT_PATH"
@@ -55,6 +53,7 @@ class RunSettings:
     selection_rules: Path = CONFIG_DIR / "selection_rules.json"
     tasks: Path = CONFIG_DIR / "zero_shot_tasks.yaml"
     preprocessing: Path = CONFIG_DIR / "preprocessing.yaml"
+    burn_config: Path = CONFIG_DIR / "burn.yaml"
     results_json_dir: Path | None = None
     uid_salt: str = "biomedclip-map"
     batch_size: int = 16
@@ -71,6 +70,13 @@ class RunSettings:
     """Fall back to local inference when the Triton server is unusable (else the run or study fails); None: the environment's."""
     clinical_context: bool = False
     """Put a scrubbed clinical-context line from the study's free text into the SR (off: no source free text)."""
+
+
+def _salt(work_dir: Path) -> str:
+    try:
+        return resolve_uid_salt(work_dir)
+    except UidSaltError as exc:
+        raise SettingsError(str(exc)) from exc
 
 
 def _truthy(value: str | None) -> bool:
@@ -139,7 +145,7 @@ def resolve_run_settings(
         except OSError as exc:
             raise SettingsError(f"work folder {wd} (-w/--workdir or {ENV_WORKDIR}) cannot be created: {exc.strerror}") from exc
     else:
-        wd = Path(tempfile.gettempdir()) / "biomedclip-map-work"
+        wd = default_work_dir()
         wd.mkdir(parents=True, exist_ok=True)
 
     chosen_backend = (backend or os.environ.get(ENV_BACKEND) or "auto").strip().lower()
@@ -162,7 +168,7 @@ def resolve_run_settings(
         allow_untrained=allow_untrained or _truthy(os.environ.get(ENV_ALLOW_UNTRAINED)),
         backend=chosen_backend,
         results_json_dir=Path(json_dir) if json_dir else None,
-        uid_salt=resolve_uid_salt(wd),
+        uid_salt=_salt(wd),
         audit_log=Path(audit_log or os.environ.get(ENV_AUDIT_LOG) or wd / "audit.jsonl"),
         deid_export_dir=Path(deid) if (deid := deid_export or os.environ.get(ENV_DEID_EXPORT)) else None,
         deid_include_inputs=deid_include_inputs or _truthy(os.environ.get(ENV_DEID_INCLUDE_INPUTS)),

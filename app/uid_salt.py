@@ -19,22 +19,25 @@ import tempfile
 from pathlib import Path
 
 SALT_FILE = "uid-salt"
+WORK_DIR_NAME = "biomedclip-map-work"
 ENV_UID_SALT = "BIOMEDCLIP_MAP_UID_SALT"
 ENV_WORKDIR = "HOLOSCAN_WORKDIR"
 
 
+class UidSaltError(ValueError):
+    """The salt cannot be had; the message names the file and the setting to fix."""
+
+
 def default_work_dir() -> Path:
     """The work folder a run uses without -w: $HOLOSCAN_WORKDIR, else one in the system temp dir."""
-    return Path(os.environ.get(ENV_WORKDIR) or Path(tempfile.gettempdir()) / "biomedclip-map-work")
+    return Path(os.environ.get(ENV_WORKDIR) or Path(tempfile.gettempdir()) / WORK_DIR_NAME)
 
 
 def installation_salt(work_dir: Path) -> str:
     """The salt kept in `work_dir/uid-salt`, created (random, mode 0600) on first use.
 
-    Raises `app.settings.SettingsError` naming the file if it cannot be read or created.
+    Raises `UidSaltError` naming the file if it cannot be read or created.
     """
-    from app.settings import SettingsError
-
     path = Path(work_dir) / SALT_FILE
     try:
         if not path.exists():
@@ -51,12 +54,12 @@ def installation_salt(work_dir: Path) -> str:
                 temporary.unlink(missing_ok=True)
         salt = path.read_text(encoding="ascii").strip()
     except (OSError, UnicodeDecodeError) as exc:
-        raise SettingsError(
+        raise UidSaltError(
             f"the installation salt file {path} cannot be read or created ({exc.__class__.__name__}); make the work "
             f"folder (-w/--workdir or {ENV_WORKDIR}) writable or set {ENV_UID_SALT}"
         ) from exc
     if len(salt) < 16:
-        raise SettingsError(f"the installation salt file {path} holds less than 16 characters; delete it to have a new one made")
+        raise UidSaltError(f"the installation salt file {path} holds less than 16 characters; delete it to have a new one made")
     return salt
 
 

@@ -2,20 +2,25 @@
 
 A task is configuration, not code: hospital IT can edit `app/config/zero_shot_tasks.yaml` to
 change labels, prompt templates or codes without touching Python. Each named selection of the
-selection rules maps to the task of the same name.
+selection rules maps to the task of the same name (checked at start-up by `app.configuration`).
+The file is checked by the schema below (`common.configuration`); an error names the file and key.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
-import yaml
+from pydantic import Field, StringConstraints, field_validator, model_validator
 
 from common.codes import Code
+from common.configuration import ConfigModel, ConfigurationError, load_config_file
+
+NonEmpty = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 
 
-class TaskConfigError(ValueError):
+class TaskConfigError(ConfigurationError):
     """The zero-shot task configuration is malformed; the message names the file and key."""
 
 
@@ -58,6 +63,7 @@ class TaskCatalogue:
     """All zero-shot tasks, keyed by the selection name they serve."""
 
     tasks: dict[str, ZeroShotTask] = field(default_factory=dict)
+    source: Path | None = None
 
     def for_selection(self, selection_name: str) -> ZeroShotTask:
         try:
@@ -69,59 +75,79 @@ class TaskCatalogue:
             ) from None
 
 
-def _code(raw: object, where: str) -> Code:
-    if not isinstance(raw, dict) or not {"scheme", "value", "meaning"} <= raw.keys():
-        raise TaskConfigError(f"{where}: expected a mapping with scheme, value and meaning")
-    return Code(str(raw["scheme"]), str(raw["value"]), str(raw["meaning"]))
+class CodeEntry(ConfigModel):
+    """A coded concept in a configuration file: `{scheme: SCT, value: "17621005", meaning: Normal}`."""
+
+    scheme: NonEmpty
+    value: NonEmpty
+    meaning: NonEmpty
+
+    def code(self) -> Code:
+        return Code(self.scheme, self.value, self.meaning)
+
+
+class LabelEntry(ConfigModel):
+    name: NonEmpty
+    prompt: str | None = None
+    code: CodeEntry
+    descriptions: list[NonEmpty] = []
+
+
+class TaskEntry(ConfigModel):
+    title: str | None = None
+    finding: CodeEntry
+    normal_label: str | None = None
+    templates: list[str] | None = None
+    labels: list[LabelEntry] = Field(min_length=2, description="a zero-shot task needs at least two labels")
+
+    @field_validator("templates")
+    @classmethod
+    def _templates_have_a_slot(cls, templates: list[str] | None) -> list[str] | None:
+        if templates is not None and (not templates or any("{}" not in t for t in templates)):
+            raise ValueError("every template must contain '{}'")
+        return templates
+
+    @model_validator(mode="after")
+    def _labels_are_consistent(self) -> "TaskEntry":
+        names = [label.name for label in self.labels]
+        if len(set(names)) != len(names):
+            raise ValueError("labels: label names must be unique")
+        if self.normal_label is not None and self.normal_label not in names:
+            raise ValueError(f"normal_label: {self.normal_label!r} is not one of the labels {names}")
+        return self
+
+
+class TaskFile(ConfigModel):
+    """The zero-shot task file: default templates, and one task per selection name."""
+
+    templates: list[str] = []
+    tasks: dict[NonEmpty, TaskEntry]
+
+    @model_validator(mode="after")
+    def _every_task_has_templates(self) -> "TaskFile":
+        if any("{}" not in t for t in self.templates):
+            raise ValueError("templates: every template must contain '{}'")
+        missing = [name for name, task in self.tasks.items() if not (task.templates or self.templates)]
+        if missing:
+            raise ValueError(f"tasks {missing} have no templates and the file gives no default 'templates'")
+        return self
 
 
 def load_tasks(path: Path) -> TaskCatalogue:
-    """Read and validate the zero-shot task file; errors name the file and the offending key."""
-    try:
-        document = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise TaskConfigError(f"cannot read zero-shot task file {path}: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise TaskConfigError(f"zero-shot task file {path} is not valid YAML: {exc}") from exc
-    if not isinstance(document, dict) or not isinstance(document.get("tasks"), dict):
-        raise TaskConfigError(f"{path}: expected a top-level 'tasks' mapping")
-    default_templates = tuple(document.get("templates") or ())
+    """Read and validate the zero-shot task file; TaskConfigError names the file and the key."""
+    document = load_config_file(Path(path), TaskFile, error=TaskConfigError, what="zero-shot task file")
     tasks: dict[str, ZeroShotTask] = {}
-    for name, raw in document["tasks"].items():
-        where = f"{path}: tasks.{name}"
-        if not isinstance(raw, dict):
-            raise TaskConfigError(f"{where}: expected a mapping")
-        templates = tuple(raw.get("templates") or default_templates)
-        if not templates or any("{}" not in t for t in templates):
-            raise TaskConfigError(f"{where}.templates: every template must contain '{{}}'")
-        raw_labels = raw.get("labels")
-        if not isinstance(raw_labels, list) or len(raw_labels) < 2:
-            raise TaskConfigError(f"{where}.labels: a zero-shot task needs at least two labels")
-        labels = []
-        for i, item in enumerate(raw_labels):
-            lwhere = f"{where}.labels[{i}]"
-            if not isinstance(item, dict) or "name" not in item:
-                raise TaskConfigError(f"{lwhere}: expected a mapping with at least 'name' and 'code'")
-            labels.append(
-                Label(
-                    name=str(item["name"]),
-                    prompt=str(item.get("prompt", item["name"])),
-                    code=_code(item.get("code"), f"{lwhere}.code"),
-                    descriptions=tuple(str(d) for d in item.get("descriptions", ())),
-                )
-            )
-        names = [label.name for label in labels]
-        if len(set(names)) != len(names):
-            raise TaskConfigError(f"{where}.labels: label names must be unique")
-        normal = raw.get("normal_label")
-        if normal is not None and normal not in names:
-            raise TaskConfigError(f"{where}.normal_label: {normal!r} is not one of the labels {names}")
+    for name, entry in document.tasks.items():
+        labels = tuple(
+            Label(name=item.name, prompt=item.prompt or item.name, code=item.code.code(), descriptions=tuple(item.descriptions))
+            for item in entry.labels
+        )
         tasks[name] = ZeroShotTask(
             name=name,
-            title=str(raw.get("title", name)),
-            finding=_code(raw.get("finding"), f"{where}.finding"),
-            labels=tuple(labels),
-            templates=templates,
-            normal_label=normal,
+            title=entry.title or name,
+            finding=entry.finding.code(),
+            labels=labels,
+            templates=tuple(entry.templates or document.templates),
+            normal_label=entry.normal_label,
         )
-    return TaskCatalogue(tasks)
+    return TaskCatalogue(tasks, source=Path(path))

@@ -210,7 +210,10 @@ def render_build_context(staged: StagedMap, context_dir: Path, *, tag: str = f"{
     from holoscan_cli.packager.arguments import PackagingArguments
     from holoscan_cli.packager.container_builder import PythonAppBuilder
     from holoscan_cli.packager.package_command import create_package_parser
-    from holoscan_cli.packager.packager import _create_app_manifest, _create_package_manifest
+    from holoscan_cli.packager.packager import (
+        _create_app_manifest,
+        _create_package_manifest,
+    )
 
     context_dir = Path(context_dir)
     context_dir.mkdir(parents=True, exist_ok=False)

@@ -86,12 +86,6 @@ class ModelDirectory:
         return self.path / ONNX_SUBDIR
 
 
-def allow_untrained_from_environment(environ: Mapping[str, str] | None = None) -> bool:
-    """True if `BIOMEDCLIP_MAP_ALLOW_UNTRAINED` is set to 1/true/yes (case-insensitive)."""
-    value = (os.environ if environ is None else environ).get(ALLOW_UNTRAINED_ENV, "")
-    return value.strip().lower() in {"1", "true", "yes"}
-
-
 def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
     """Hex sha256 of a file, read in chunks so large weights never sit in memory twice."""
     digest = hashlib.sha256()

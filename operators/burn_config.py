@@ -14,8 +14,8 @@ from typing import Any
 
 import yaml
 
-from app.settings import CONFIG_DIR
 from common.codes import Code
+from common.configuration import CONFIG_DIR, ConfigurationError
 from common.zero_shot_tasks import Label, ZeroShotTask
 
 #: The bundled configuration.
@@ -27,7 +27,7 @@ WOUND_CLASS_KEYS = ("charred", "eschar_white", "eschar_brown", "moist", "erythem
 _FINDING = Code("DCM", "121071", "Finding")
 
 
-class BurnConfigError(ValueError):
+class BurnConfigError(ConfigurationError):
     """The burn configuration is malformed; the message names the file and the key."""
 
 

@@ -28,10 +28,15 @@ from typing import TypeVar
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
-from operators.messages import ImageSource, SelectedSeries, StudyAnalysis
-from operators.phi_text import ScrubResult, TextScrubber, add_counts, identifiers_from_headers
 from common.codes import Code
 from common.zero_shot_tasks import ZeroShotTask
+from operators.messages import ImageSource, SelectedSeries, StudyAnalysis
+from operators.phi_text import (
+    ScrubResult,
+    TextScrubber,
+    add_counts,
+    identifiers_from_headers,
+)
 
 T = TypeVar("T")
 #: Parts of an analysis that are not report text: configuration codes and tasks, the selected

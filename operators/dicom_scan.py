@@ -46,7 +46,13 @@ from pydicom.uid import UID
 
 from operators.dicom_charset import repair_undeclared_utf8
 from operators.image_provenance import own_output_reason
-from operators.messages import DocumentReference, InstanceFile, SeriesHeader, SkippedFile, StudyHeader
+from operators.messages import (
+    DocumentReference,
+    InstanceFile,
+    SeriesHeader,
+    SkippedFile,
+    StudyHeader,
+)
 from operators.patient_identity import PatientIdentity, identity_of
 from operators.pixel_data import decoder_problem
 from operators.study_refs import study_ref

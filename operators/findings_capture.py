@@ -15,9 +15,25 @@ from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut, apply_modality_lut
 
 from operators import pixel_data
-from operators.capture_layout import ACCENT_COLOUR, PanelLine, compose_capture, fit_for_display
-from operators.messages import ImageFindings, InstanceFile, SeriesAnalysis, StudyAnalysis
-from operators.windowing import frame_pipeline, has_header_voi, header_voi, is_inverted, percentile_scale
+from operators.capture_layout import (
+    ACCENT_COLOUR,
+    PanelLine,
+    compose_capture,
+    fit_for_display,
+)
+from operators.messages import (
+    ImageFindings,
+    InstanceFile,
+    SeriesAnalysis,
+    StudyAnalysis,
+)
+from operators.windowing import (
+    frame_pipeline,
+    has_header_voi,
+    header_voi,
+    is_inverted,
+    percentile_scale,
+)
 
 #: Long side of the image in a findings capture.
 DISPLAY_MAX_SIDE = 1024

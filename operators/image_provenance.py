@@ -32,7 +32,12 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.uid import UID
 
-from common.product import OWN_MANUFACTURERS, OWN_MODEL_NAMES, OWN_NOTICE_MARKER, is_own_series_description
+from common.product import (
+    OWN_MANUFACTURERS,
+    OWN_MODEL_NAMES,
+    OWN_NOTICE_MARKER,
+    is_own_series_description,
+)
 
 #: Secondary Capture SOP classes (single-frame and the multi-frame variants).
 SECONDARY_CAPTURE_CLASSES = frozenset(

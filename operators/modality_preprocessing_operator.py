@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import logging
 from functools import partial
-from pathlib import Path
 
-from operators.messages import OutcomeStatus, PreparedStudy, StudyOutcome, StudySelection
+from operators.messages import (
+    OutcomeStatus,
+    PreparedStudy,
+    StudyOutcome,
+    StudySelection,
+)
 from operators.pixel_data import PixelDataError
-from operators.preprocessing import PreprocessingError, PreprocessingSettings, load_preprocessing_settings, prepare_series
+from operators.preprocessing import (
+    PreprocessingError,
+    PreprocessingSettings,
+    prepare_series,
+)
 from operators.slice_geometry import geometry_notes
 from operators.stage_operator import StudyStageOperator
 
@@ -64,11 +72,10 @@ class ModalityPreprocessingOperator(StudyStageOperator):
         self,
         fragment,
         *args,
-        settings_path: Path,
+        settings: PreprocessingSettings,
         mean: tuple[float, float, float],
         std: tuple[float, float, float],
         **kwargs,
     ):
-        settings = load_preprocessing_settings(settings_path)
         step = partial(prepare_study, settings=settings, mean=mean, std=std)
         super().__init__(fragment, *args, stage="preprocessing", step=step, **kwargs)

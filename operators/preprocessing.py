@@ -28,8 +28,19 @@ from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut, apply_modality_lut
 
 from operators import pixel_data
-from operators.image_geometry import fit_and_pad, order_instances, order_slices, sample_indices
-from operators.messages import ImageSource, InstanceFile, PreparedSeries, SelectedSeries, SeriesHeader
+from operators.image_geometry import (
+    fit_and_pad,
+    order_instances,
+    order_slices,
+    sample_indices,
+)
+from operators.messages import (
+    ImageSource,
+    InstanceFile,
+    PreparedSeries,
+    SelectedSeries,
+    SeriesHeader,
+)
 from operators.pixel_data import PixelDataError
 from operators.preprocessing_settings import (
     CtSettings,

@@ -73,6 +73,7 @@ from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.valuerep import PersonName
 
+from common.configuration import ConfigurationError
 from operators.image_provenance import Exclusion, exclusion_of
 from operators.messages import SelectedSeries, SeriesHeader, StudyHeader, StudySelection
 
@@ -94,7 +95,7 @@ TEXT_VRS = {"AE", "AS", "CS", "DA", "DT", "LO", "LT", "PN", "SH", "ST", "TM", "U
 SELECTION_KEYS = ("name", "conditions")
 
 
-class SelectionRulesError(ValueError):
+class SelectionRulesError(ConfigurationError):
     """The selection rules are malformed or cannot apply; the message names file, selection and key."""
 
 

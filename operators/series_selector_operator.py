@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import logging
 from functools import partial
-from pathlib import Path
 
 from operators.messages import OutcomeStatus, StudyHeader, StudyOutcome, StudySelection
-from operators.selection_rules import SelectionRules, load_selection_rules, select_series
+from operators.selection_rules import SelectionRules, select_series
 from operators.stage_operator import StudyStageOperator
 
 logger = logging.getLogger("biomedclip_map.series_selection")
@@ -28,6 +27,5 @@ def selection_or_outcome(study: StudyHeader, rules: SelectionRules) -> StudySele
 class SeriesSelectorOperator(StudyStageOperator):
     """Batch[StudyHeader] → Batch[StudySelection]."""
 
-    def __init__(self, fragment, *args, rules_path: Path, **kwargs):
-        rules = load_selection_rules(rules_path)
+    def __init__(self, fragment, *args, rules: SelectionRules, **kwargs):
         super().__init__(fragment, *args, stage="selection", step=partial(selection_or_outcome, rules=rules), **kwargs)

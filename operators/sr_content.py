@@ -66,12 +66,18 @@ from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 from pydicom.sr.codedict import codes
 
+from common.codes import Code
+from common.product import SR_SERIES_DESCRIPTION, SR_SERIES_DESCRIPTION_UNTRAINED
 from operators import coding
 from operators.dicom_read import read_dataset
-from operators.messages import DocumentReference, ImageSource, InstanceFile, SeriesAnalysis, StudyAnalysis
+from operators.messages import (
+    DocumentReference,
+    ImageSource,
+    InstanceFile,
+    SeriesAnalysis,
+    StudyAnalysis,
+)
 from operators.output_identity import ReportIdentity, report_identity
-from common.product import SR_SERIES_DESCRIPTION, SR_SERIES_DESCRIPTION_UNTRAINED
-from common.codes import Code
 
 logger = logging.getLogger(__name__)
 

@@ -26,7 +26,13 @@ from pydicom.sr.codedict import codes
 
 from operators import coding
 from operators.messages import ImageSource
-from operators.sr_content import BurnGroupFindings, BurnMeasurement, LabelProbability, ReportFindings, SeriesFindings
+from operators.sr_content import (
+    BurnGroupFindings,
+    BurnMeasurement,
+    LabelProbability,
+    ReportFindings,
+    SeriesFindings,
+)
 
 
 class ReportReadError(ValueError):

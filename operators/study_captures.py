@@ -16,12 +16,16 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import generate_uid
 
+from common.product import (
+    BURN_CAPTURE_SERIES_DESCRIPTION,
+    FINDINGS_CAPTURE_SERIES_DESCRIPTION,
+    UNTRAINED_SUFFIX,
+)
 from operators.dicom_output import write_dataset_atomically
 from operators.dicom_read import read_dataset
 from operators.findings_capture import render_findings_capture
 from operators.messages import ImageSource, SeriesAnalysis, StudyAnalysis
 from operators.output_identity import ReportIdentity, report_identity
-from common.product import BURN_CAPTURE_SERIES_DESCRIPTION, FINDINGS_CAPTURE_SERIES_DESCRIPTION, UNTRAINED_SUFFIX
 from operators.secondary_capture import CaptureBuildError, build_secondary_capture
 from operators.sr_content import DeviceIdentity
 

@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from common.zero_shot_tasks import TaskCatalogue
 from engines.base import InferenceBackend
 from engines.text_cache import TextEmbeddingCache
 from engines.tokenizer import TextTokenizer
 from models.directory import ModelDirectory
-from operators.messages import ImageFindings, PreparedStudy, SeriesAnalysis, StudyAnalysis
-from common.zero_shot_tasks import TaskCatalogue
+from operators.messages import (
+    ImageFindings,
+    PreparedStudy,
+    SeriesAnalysis,
+    StudyAnalysis,
+)
 from operators.zero_shot import class_embeddings, encode_images, zero_shot_probabilities
 
 

@@ -284,3 +284,18 @@ def test_second_run_of_a_study_computes_no_text_embeddings(samples, tiny_model_d
     second = one_run(tmp_path / "second")
     assert second.texts_embedded == 0
     assert second.disk_hits + second.memory_hits > 0
+
+
+def test_a_misspelt_selection_name_in_the_tasks_file_stops_the_run_before_any_study(samples, tiny_model_dir, tmp_path, capsys):
+    """The selection names join the rules, the tasks and the burn configuration: checked at start-up, exit 2."""
+    tasks = (REPO / "app" / "config" / "zero_shot_tasks.yaml").read_text().replace("  chest_radiograph:", "  chest_radiogrpah:")
+    misspelt = tmp_path / "tasks.yaml"
+    misspelt.write_text(tasks)
+    out = tmp_path / "out"
+    code = run_map(samples / "chest-radiograph", out, tiny_model_dir.parent, tmp_path / "work", "--allow-untrained",
+                   "--tasks", str(misspelt))
+    err = capsys.readouterr().err
+    assert code == EXIT_CANNOT_START
+    assert f"{misspelt}: tasks.chest_radiogrpah: no selection of that name" in err
+    assert "did you mean 'chest_radiograph'?" in err
+    assert not out.exists() or list(out.iterdir()) == [], "no study was touched"

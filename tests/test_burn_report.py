@@ -18,7 +18,7 @@ import pytest
 from highdicom.sr import srread
 from pydicom.data import get_testdata_file
 
-from app.settings import CONFIG_DIR
+from common.configuration import CONFIG_DIR
 from operators import coding
 from operators.burn_analysis import analyse_photograph
 from operators.burn_config import load_burn_config

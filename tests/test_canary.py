@@ -22,7 +22,6 @@ narrative must keep the clinical words and lose the identifiers.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pydicom
 import pytest

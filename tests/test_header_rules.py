@@ -14,7 +14,13 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from operators.dicom_read import read_dataset
 from operators.image_provenance import exclusion_of, own_output_reason
 from operators.messages import InstanceFile
-from operators.output_identity import normalise_age, normalise_date, normalise_sex, normalise_time, report_identity
+from operators.output_identity import (
+    normalise_age,
+    normalise_date,
+    normalise_sex,
+    normalise_time,
+    report_identity,
+)
 from operators.patient_identity import identity_conflict, identity_of
 from operators.slice_geometry import geometry_notes
 

@@ -19,7 +19,6 @@ from models.directory import (
     TOKENIZER_FILE,
     VOCAB_FILE,
     WEIGHTS_FILE,
-    allow_untrained_from_environment,
     open_model_dir,
     sha256_file,
 )
@@ -225,9 +224,12 @@ def test_research_model_needs_no_permission(tiny_model_dir: Path, tmp_path: Path
 
 
 @pytest.mark.parametrize("value, allowed", [("1", True), ("true", True), ("YES", True), ("0", False), ("", False)])
-def test_allow_untrained_environment_variable(value: str, allowed: bool) -> None:
-    assert allow_untrained_from_environment({"BIOMEDCLIP_MAP_ALLOW_UNTRAINED": value}) is allowed
-    assert allow_untrained_from_environment({}) is False
+def test_allow_untrained_environment_variable(value: str, allowed: bool, tmp_path, monkeypatch) -> None:
+    from app.settings import resolve_run_settings
+
+    monkeypatch.setenv("BIOMEDCLIP_MAP_ALLOW_UNTRAINED", value)
+    settings = resolve_run_settings(input_path=tmp_path, output_path=tmp_path / "out", models_path=tmp_path, work_dir=tmp_path / "w")
+    assert settings.allow_untrained is allowed
 
 
 # --------------------------------------------------------------------------- loading offline

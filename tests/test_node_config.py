@@ -127,7 +127,7 @@ def test_check_config_reports_ok_and_problems_with_exit_codes(tmp_path, tiny_mod
     assert main(["serve", "--config", str(refused), "--check-config"]) == 2
     captured = capsys.readouterr()
     assert "error: processing.models: the model's status is 'untrained'" in captured.err
-    assert "error: processing.rules:" in captured.err and "no-rules.json" in captured.err
+    assert "error: processing (rules, tasks" in captured.err and "no-rules.json" in captured.err
 
     legacy = write(tmp_path, minimal(processing={"models": str(tiny_model_dir.parent), "run_arguments": ["--audit-log", "x"]}))
     assert main(["serve", "--config", str(legacy), "--check-config"]) == 2

@@ -25,7 +25,15 @@ import pytest
 from pydicom.uid import generate_uid
 
 from tests.fixtures_dicom import write_series
-from tests.fixtures_node import NodeProcess, free_port, metric_value, node_config, send_datasets, wait_until, write_config
+from tests.fixtures_node import (
+    NodeProcess,
+    free_port,
+    metric_value,
+    node_config,
+    send_datasets,
+    wait_until,
+    write_config,
+)
 from tests.orthanc import NOT_INSTALLED, Orthanc, settle, wait_for_instances
 
 pytestmark = pytest.mark.skipif(shutil.which("Orthanc") is None, reason=NOT_INSTALLED)

@@ -5,7 +5,6 @@ superseding SR's Predecessor Documents Sequence."""
 from __future__ import annotations
 
 import dataclasses
-
 import errno
 import json
 import os
@@ -21,13 +20,20 @@ from app.node.grouping import StudyGrouper, recover_staging
 from app.node.metrics import NodeMetrics
 from app.node.outbox import Outbox
 from app.node.priority import UrgencyRules, urgency_reason
-from app.node.spool import INSTANCES, Spool, SpoolError, SpoolFullError, SpoolLayout, SpoolQuota
-from app.node.study_archive import StudyArchive
 from app.node.result_identity import ResultIdentity
+from app.node.spool import (
+    INSTANCES,
+    Spool,
+    SpoolError,
+    SpoolFullError,
+    SpoolLayout,
+    SpoolQuota,
+)
+from app.node.study_archive import StudyArchive
 from app.node.superseding import mark_as_superseding
+from app.node.work_queue import INPUT, URGENT, Job, WorkQueue, read_job, write_job
 from operators.messages import DocumentReference
 from operators.sr_writer_operator import document_of
-from app.node.work_queue import INPUT, URGENT, Job, WorkQueue, read_job, write_job
 from tests.dicom_validation import run_dciodvfy
 from tests.fixtures_dicom import image_dataset
 

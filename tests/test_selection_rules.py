@@ -346,7 +346,10 @@ def parity_study(tmp_path_factory) -> Path:
 def sdk_studies(parity_study):
     """The SDK's own loader and selector (importing monai.deploy takes seconds: once per module)."""
     from monai.deploy.core import Fragment
-    from monai.deploy.operators import DICOMDataLoaderOperator, DICOMSeriesSelectorOperator
+    from monai.deploy.operators import (
+        DICOMDataLoaderOperator,
+        DICOMSeriesSelectorOperator,
+    )
 
     fragment = Fragment()
     loader = DICOMDataLoaderOperator(fragment, name="loader")

@@ -77,15 +77,13 @@ def _writable_location(path: Path) -> str | None:
 
 def check_config(config: NodeConfig) -> tuple[list[str], list[str]]:
     """(errors, warnings) about what the configuration names: paths, model, TLS files, options."""
+    from app.node.destinations import client_ssl_context
+    from app.node.scp import server_ssl_context
+    from app.node.runner import node_configuration
+    from common.configuration import ConfigurationError
     from models.directory import locate_model_dir
     from models.errors import ModelDirectoryError
     from models.manifest import read_manifest
-    from operators.selection_rules import SelectionRulesError, load_selection_rules
-    from common.zero_shot_tasks import TaskConfigError, load_tasks
-
-    from app.node.scp import server_ssl_context
-    from app.node.destinations import client_ssl_context
-    from app.settings import CONFIG_DIR
 
     errors: list[str] = []
     warnings: list[str] = []
@@ -104,13 +102,9 @@ def check_config(config: NodeConfig) -> tuple[list[str], list[str]]:
     except ModelDirectoryError as exc:
         errors.append(f"processing.models: {exc}")
     try:
-        load_tasks(config.processing.tasks or CONFIG_DIR / "zero_shot_tasks.yaml")
-    except (TaskConfigError, OSError) as exc:
-        errors.append(f"processing.tasks: {exc}")
-    try:
-        load_selection_rules(config.processing.rules or CONFIG_DIR / "selection_rules.json")
-    except (SelectionRulesError, OSError) as exc:
-        errors.append(f"processing.rules: {exc}")
+        node_configuration(config)
+    except ConfigurationError as exc:
+        errors.append(f"processing (rules, tasks and the bundled configuration files): {exc}")
     try:
         server_ssl_context(config.dicom)
     except (OSError, ssl.SSLError) as exc:

@@ -15,8 +15,14 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ByteSize, Field, ValidationError, field_validator, model_validator
+
+from common.configuration import (
+    ConfigModel,
+    ConfigurationError,
+    dotted_key,
+    load_yaml_file,
+)
 
 DEFAULT_AE_TITLE = "BIOMEDCLIP"
 DEFAULT_DICOM_PORT = 11112
@@ -26,7 +32,7 @@ AE_TITLE_PATTERN = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")
 DESTINATION_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
 
 
-class NodeConfigError(ValueError):
+class NodeConfigError(ConfigurationError):
     """The node's configuration is unusable; the message names the key (and file or flag) to fix."""
 
 
@@ -40,11 +46,7 @@ def _ae_title(value: str) -> str:
     return text
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ServerTLS(_Strict):
+class ServerTLS(ConfigModel):
     """TLS for incoming associations (DICOM TLS, PS3.15 Annex B)."""
 
     certificate: Path = Field(description="PEM certificate (chain) the node presents")
@@ -54,7 +56,7 @@ class ServerTLS(_Strict):
     )
 
 
-class ClientTLS(_Strict):
+class ClientTLS(ConfigModel):
     """TLS for an outgoing association to a destination."""
 
     ca_certificates: Path | None = Field(None, description="PEM CA bundle that signed the destination's certificate")
@@ -69,7 +71,7 @@ class ClientTLS(_Strict):
         return self
 
 
-class DicomSettings(_Strict):
+class DicomSettings(ConfigModel):
     """The Storage SCP: who may send, on which address, what is accepted."""
 
     ae_title: str = DEFAULT_AE_TITLE
@@ -115,7 +117,7 @@ class DicomSettings(_Strict):
         return text
 
 
-class SpoolSettings(_Strict):
+class SpoolSettings(ConfigModel):
     """Where received instances, queued studies and results wait, durably, on disk."""
 
     path: Path
@@ -133,7 +135,7 @@ class SpoolSettings(_Strict):
     )
 
 
-class ProcessingSettings(_Strict):
+class ProcessingSettings(ConfigModel):
     """The application graph run per study, with the model kept warm."""
 
     models: Path
@@ -179,7 +181,7 @@ class ProcessingSettings(_Strict):
         return cleaned
 
 
-class DestinationSettings(_Strict):
+class DestinationSettings(ConfigModel):
     """Where results go: a DICOM C-STORE SCP (ae_title/host/port) or a DICOMweb STOW-RS endpoint."""
 
     name: str
@@ -227,7 +229,7 @@ class DestinationSettings(_Strict):
         return f"{self.name} ({self.ae_title}@{self.host}:{self.port})"
 
 
-class DeliverySettings(_Strict):
+class DeliverySettings(ConfigModel):
     """The outbox: how results are retried when a destination is down or refuses them."""
 
     retry_initial_s: float = Field(5.0, gt=0)
@@ -244,7 +246,7 @@ class DeliverySettings(_Strict):
         return self
 
 
-class HttpSettings(_Strict):
+class HttpSettings(ConfigModel):
     """The observability endpoint: /healthz, /readyz, /metrics, on a loopback address only."""
 
     bind: str = "127.0.0.1"
@@ -265,7 +267,7 @@ class HttpSettings(_Strict):
         return text
 
 
-class NodeConfig(_Strict):
+class NodeConfig(ConfigModel):
     """The whole configuration of `biomedclip-map serve`."""
 
     dicom: DicomSettings = Field(default_factory=DicomSettings)
@@ -294,7 +296,7 @@ class NodeConfig(_Strict):
         """The salt of the study references: the same one every run of the node uses (same work folder).
 
         It is $BIOMEDCLIP_MAP_UID_SALT if set, else the installation salt kept in the work folder
-        (`app.uid_salt`); raises `app.settings.SettingsError` naming the file if it is unusable.
+        (`app.uid_salt`); raises `UidSaltError` naming the file if it is unusable.
         """
         from app.uid_salt import resolve_uid_salt
 
@@ -352,18 +354,11 @@ def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> tuple[dic
     return merged, flags
 
 
-def _dotted(location: tuple[Any, ...]) -> str:
-    text = ""
-    for part in location:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text or "(top level)"
-
-
 def _explain(exc: ValidationError, source: str, flags: dict[str, str]) -> str:
     """One line per problem: the dotted key, where its value came from, and what is wrong."""
     lines = []
     for error in exc.errors(include_url=False):
-        key = _dotted(tuple(error["loc"]))
+        key = dotted_key(tuple(error["loc"]))
         flag = next((f for k, f in flags.items() if key == k or key.startswith(k + ".") or key.startswith(k + "[")), None)
         origin = f" (from {flag})" if flag else ""
         message = error["msg"]
@@ -416,16 +411,7 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
 
 def read_config_file(path: Path) -> dict[str, Any]:
     """The YAML file as a mapping; NodeConfigError naming the file (and line) when it cannot be used."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise NodeConfigError(f"configuration file {path} cannot be read: {exc.strerror or exc}") from exc
-    try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise NodeConfigError(f"configuration file {path} is not valid YAML{where}: {getattr(exc, 'problem', exc)}") from exc
+    document = load_yaml_file(Path(path), NodeConfigError, "configuration file")
     if document is None:
         return {}
     if not isinstance(document, dict):

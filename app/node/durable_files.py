@@ -83,15 +83,3 @@ def move_durably(source: Path, target: Path) -> None:
     fsync_directory(Path(target).parent)
     if Path(source).parent != Path(target).parent:
         fsync_directory(Path(source).parent)
-
-
-def sync_tree(root: Path) -> None:
-    """Flush every file and folder under `root` (used once per state change, not per instance)."""
-    for folder, _dirs, files in os.walk(root):
-        for name in files:
-            descriptor = os.open(os.path.join(folder, name), os.O_RDONLY)
-            try:
-                os.fsync(descriptor)
-            finally:
-                os.close(descriptor)
-        fsync_directory(Path(folder))

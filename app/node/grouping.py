@@ -19,12 +19,14 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import struct
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pydicom
+from pydicom.errors import InvalidDicomError
 
 from app.node.durable_files import fsync_directory, move_durably, write_json_durably
 from app.node.metrics import NodeMetrics
@@ -41,7 +43,9 @@ MAINTENANCE_INTERVAL_S = 30.0
 def _sop_class_of(path: Path) -> str:
     try:
         return str(pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"]).get("SOPClassUID", ""))
-    except Exception:  # an unreadable file is not analysable; the loader will say why if it is run
+    except (InvalidDicomError, OSError, EOFError, ValueError, TypeError, struct.error) as exc:
+        # an unreadable file is not analysable; the loader says why when the study is run
+        logger.debug("a stored instance cannot be read for its SOP class (%s); it does not start a run", type(exc).__name__)
         return ""
 
 

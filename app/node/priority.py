@@ -18,12 +18,16 @@ text itself, so it can be logged.
 
 from __future__ import annotations
 
+import logging
 import re
+import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
+
+logger = logging.getLogger("biomedclip_map.node.priority")
 
 DIMSE_PRIORITY_HIGH = 0x0001
 PRIORITY_ATTRIBUTES = (
@@ -54,10 +58,15 @@ class UrgencyRules:
         return cls(frozenset(v.strip().upper() for v in priority_values), pattern)
 
 
+#: What pydicom raises for an element whose value cannot be decoded.
+DECODING_ERRORS = (ValueError, TypeError, KeyError, AttributeError, struct.error, UnicodeDecodeError)
+
+
 def _text(dataset: Dataset, keyword: str) -> str:
     try:
         value = dataset.get(keyword)
-    except Exception:  # a malformed value must not stop receiving; it simply does not mark the study
+    except DECODING_ERRORS as exc:  # a malformed value must not stop receiving; it simply does not mark the study
+        logger.debug("priority attribute %s cannot be decoded (%s); it does not mark the study urgent", keyword, type(exc).__name__)
         return ""
     if value is None:
         return ""
@@ -68,7 +77,8 @@ def _scopes(dataset: Dataset) -> list[tuple[str, Dataset]]:
     scopes: list[tuple[str, Dataset]] = [("", dataset)]
     try:
         items = dataset.get("RequestAttributesSequence") or []
-    except Exception:
+    except DECODING_ERRORS as exc:
+        logger.debug("the Request Attributes Sequence cannot be decoded (%s); its priorities are not read", type(exc).__name__)
         items = []
     scopes.extend(("RequestAttributesSequence > ", item) for item in items)
     return scopes

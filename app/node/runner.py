@@ -14,7 +14,9 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from app.configuration import ProductConfiguration, load_product_configuration
 from app.node.config import NodeConfig
+from common.configuration import ConfigurationError
 from app.run import RunReport, run
 from app.settings import RunSettings, SettingsError, resolve_run_settings
 from operators.messages import OutcomeStatus, OutputFile
@@ -61,17 +63,26 @@ def run_settings(config: NodeConfig, input_dir: Path, output_dir: Path) -> RunSe
     )
 
 
-def open_analyzer(config: NodeConfig, scratch: Path) -> ZeroShotAnalyzer:
+def node_configuration(config: NodeConfig) -> ProductConfiguration:
+    """The product configuration files the node's runs use (processing.rules, processing.tasks), checked."""
+    p = config.processing
+    defaults = RunSettings(input_path=Path("."), output_path=Path("."), models_path=p.models, work_dir=config.work_dir)
+    return load_product_configuration(
+        selection_rules=p.rules or defaults.selection_rules, tasks=p.tasks or defaults.tasks,
+        preprocessing=defaults.preprocessing, burn=defaults.burn_config,
+    )
+
+
+def open_analyzer(config: NodeConfig, scratch: Path, configuration: ProductConfiguration) -> ZeroShotAnalyzer:
     """Open the model once for the node's lifetime; ModelUnavailable naming what to fix."""
     from app.analyzer import open_analyzer as open_model
-    from common.zero_shot_tasks import TaskConfigError
     from engines.base import BackendUnavailable
     from engines.selection import BackendConfigError
     from models.errors import ModelDirectoryError
 
     try:
-        return open_model(run_settings(config, scratch, scratch / "model-check-output"))
-    except (SettingsError, ModelDirectoryError, TaskConfigError, BackendUnavailable, BackendConfigError) as exc:
+        return open_model(run_settings(config, scratch, scratch / "model-check-output"), configuration.tasks)
+    except (SettingsError, ConfigurationError, ModelDirectoryError, BackendUnavailable, BackendConfigError) as exc:
         raise ModelUnavailable(
             f"{exc} [in the node's configuration: processing.models (--models), processing.allow_untrained "
             "(--allow-untrained), processing.backend (--backend), processing.tasks]"
@@ -103,9 +114,10 @@ def job_result(report: RunReport) -> JobResult:
 class StudyRunner:
     """Runs jobs through the application graph with one warm analyzer."""
 
-    def __init__(self, config: NodeConfig, analyzer: ZeroShotAnalyzer):
+    def __init__(self, config: NodeConfig, analyzer: ZeroShotAnalyzer, configuration: ProductConfiguration):
         self.config = config
         self.analyzer = analyzer
+        self.configuration = configuration
 
     def run(self, folder: Path) -> JobResult:
         """Analyse `folder/input` into a fresh `folder/output`; never raises for a study's failure."""
@@ -116,4 +128,4 @@ class StudyRunner:
             settings = run_settings(self.config, input_dir, output_dir)
         except SettingsError as exc:
             return JobResult(OutcomeStatus.FAILED, f"the run could not start: {exc}")
-        return job_result(run(settings, self.analyzer))
+        return job_result(run(settings, self.analyzer, self.configuration))

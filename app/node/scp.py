@@ -316,7 +316,8 @@ class StorageSCP:
         if refusal.status != STATUS_OUT_OF_RESOURCES:
             try:
                 data = [PREAMBLE + encode_file_meta(event.file_meta), event.request.DataSet.getbuffer()]
-            except Exception:  # the command set itself is unusable: keep the data set bytes alone
+            except (AttributeError, TypeError, ValueError) as exc:  # the file meta cannot be encoded: keep the data set alone
+                logger.debug("the rejected data set's file meta cannot be encoded (%s); its bytes are kept alone", type(exc).__name__)
                 data = [event.request.DataSet.getvalue()] if event.request.DataSet is not None else []
             kept = self.spool.keep_rejected(
                 data,

@@ -31,12 +31,14 @@ from app.node.metrics import NodeMetrics
 from app.node.outbox import Outbox
 from app.node.priority import UrgencyRules
 from app.node.result_identity import ResultIdentity
-from app.node.runner import JobResult, ModelUnavailable, StudyRunner, open_analyzer
+from app.node.runner import JobResult, ModelUnavailable, StudyRunner, node_configuration, open_analyzer
+from common.configuration import ConfigurationError
 from app.node.scp import StorageSCP
 from app.node.spool import Spool, SpoolError, SpoolFullError, SpoolLayout, SpoolQuota
 from app.node.study_archive import StudyArchive
 from app.node.superseding import mark_as_superseding
 from app.node.work_queue import INPUT, Job, WorkQueue
+from app.uid_salt import UidSaltError
 from operators.messages import OutcomeStatus
 from operators.zero_shot_analyzer import ZeroShotAnalyzer
 
@@ -67,7 +69,7 @@ class DicomNode:
             self.layout.create()
             self.salt = c.uid_salt
             self.quota = SpoolQuota(self.layout.root, max_bytes=c.spool.max_bytes, min_free_bytes=c.spool.min_free_bytes)
-        except (SpoolError, ValueError) as exc:  # ValueError: SettingsError (the salt file)
+        except (SpoolError, UidSaltError) as exc:
             raise NodeStartError(str(exc)) from exc
         self.spool = Spool(self.layout, self.quota)
         self.archive = StudyArchive(self.layout.studies)
@@ -97,19 +99,23 @@ class DicomNode:
     def start(self) -> None:
         """Recover the spool, open the model, then start listening; NodeStartError on failure."""
         c = self.config
+        try:
+            configuration = node_configuration(c)
+        except ConfigurationError as exc:
+            raise NodeStartError(str(exc)) from exc
         self.archive.load()
         self._recover()
         if self.analyzer is None:
             scratch = self.layout.tmp / "model-check"
             scratch.mkdir(exist_ok=True)
             try:
-                self.analyzer = open_analyzer(c, scratch)
+                self.analyzer = open_analyzer(c, scratch, configuration)
             except ModelUnavailable as exc:
                 raise NodeStartError(str(exc)) from exc
             finally:
                 shutil.rmtree(scratch, ignore_errors=True)
         self.metrics.model_loaded.set(1)
-        self.runner = StudyRunner(c, self.analyzer)
+        self.runner = StudyRunner(c, self.analyzer, configuration)
         for job, action in self._recovered:
             if action == "finish":
                 self._finalize(job, "reported", self.outbox.outputs_of(job.job_id))

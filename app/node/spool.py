@@ -293,13 +293,6 @@ class Spool:
 
     # ----------------------------------------------------------------------- incoming studies
 
-    def incoming_refs(self) -> list[str]:
-        """Refs of the studies with instances in `incoming/`."""
-        try:
-            return sorted(p.name for p in self.layout.incoming.iterdir() if (p / INSTANCES).is_dir())
-        except FileNotFoundError:
-            return []
-
     def urgent_reason(self, ref: str) -> str | None:
         document = read_json(self.layout.incoming_study(ref) / URGENT_FILE)
         return document.get("reason") if isinstance(document, dict) else None
