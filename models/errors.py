@@ -27,3 +27,8 @@ class UntrainedModelRefused(ModelDirectoryError):
 
 class ModelBuildError(RuntimeError):
     """Building or converting a model directory failed; the message names the destination or source."""
+
+
+class ModelFetchError(ModelBuildError):
+    """The hub or mirror could not deliver the model: the message names the endpoint, repository,
+    revision and what to change (HF_ENDPOINT, HF_TOKEN, --revision, the connection)."""
