@@ -56,7 +56,7 @@ from models.directory import (
     read_open_clip_config,
     sha256_file,
 )
-from models.errors import ModelBuildError, ModelFetchError
+from models.errors import ModelBuildError, ModelFetchError, WeightsHashMismatch
 from models.manifest import ModelManifest, utc_timestamp, write_manifest
 from models.staging import staging_folder_beside
 
@@ -381,10 +381,13 @@ def convert_snapshot(snapshot: Snapshot, destination: Path, *, replace: bool = F
     weights = upstream_weights_file(folder)
     upstream_sha256 = sha256_file(weights)
     if snapshot.expected_weights_sha256 and upstream_sha256 != snapshot.expected_weights_sha256:
-        raise ModelBuildError(
-            f"{weights}: sha256 is {upstream_sha256} but {snapshot.repository} at {snapshot.revision} publishes "
+        # A download folder is deleted afterwards: name the file by where it came from, not by that folder.
+        what = f"{weights.name} as downloaded from {snapshot.endpoint}" if snapshot.endpoint else str(weights)
+        raise WeightsHashMismatch(
+            f"{what}: sha256 is {upstream_sha256} but {snapshot.repository} at {snapshot.revision} publishes "
             f"{snapshot.expected_weights_sha256}; the file is corrupt or not the published one, nothing was installed - "
-            f"download it again (from the Hugging Face hub, or check what the mirror serves)"
+            f"download it again (from the Hugging Face hub, or check what the mirror serves)",
+            weights,
         )
     read_open_clip_config(folder)
     if not Path(snapshot.text_config).is_file():
@@ -437,6 +440,24 @@ def convert_snapshot(snapshot: Snapshot, destination: Path, *, replace: bool = F
     return open_model_dir(destination, allow_untrained=False)
 
 
+def forget_cached_file(cache_dir: Path, path: Path) -> None:
+    """Remove a downloaded file from the Hugging Face cache `cache_dir`: the blob it links to and the link.
+
+    The cache never re-downloads a blob that is present under its published name, so a blob whose
+    bytes are wrong must go for the next fetch to download it again. Nothing outside `cache_dir`
+    is touched.
+    """
+    cache = Path(os.path.realpath(cache_dir))
+    path = Path(path)
+    blob = Path(os.path.realpath(path))
+    inside = [item for item in (path, blob) if Path(os.path.realpath(item.parent)).is_relative_to(cache)]
+    for item in dict.fromkeys(inside):
+        try:
+            item.unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("could not remove %s from the Hugging Face cache (%s); delete it before fetching again", item, exc)
+
+
 def fetch_biomedclip(
     destination: Path,
     *,
@@ -464,7 +485,15 @@ def fetch_biomedclip(
             )
         return convert_snapshot(cached_snapshot(cache_dir, revision, text_revision), destination, replace=replace)
     if cache_dir is not None:
-        return convert_snapshot(download_snapshot(revision, text_revision, cache_dir), destination, replace=replace)
+        snapshot = download_snapshot(revision, text_revision, cache_dir)
+        try:
+            return convert_snapshot(snapshot, destination, replace=replace)
+        except WeightsHashMismatch as exc:
+            forget_cached_file(cache_dir, exc.path)
+            raise WeightsHashMismatch(
+                f"{exc}; the bad copy was removed from the cache {cache_dir}, so the next fetch downloads it again",
+                exc.path,
+            ) from exc
     downloads = staging_folder_beside(destination, purpose="download")
     try:
         return convert_snapshot(download_snapshot(revision, text_revision, downloads), destination, replace=replace)

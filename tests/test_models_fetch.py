@@ -248,10 +248,32 @@ def test_weights_that_do_not_match_the_published_sha256_are_refused(hub, hub_con
 
     assert fetch(destination) == 2
 
-    assert weights.sha256 in caplog.text and "corrupt" in caplog.text and "nothing was installed" in caplog.text
+    message = caplog.records[-1].getMessage()
+    assert f"{UPSTREAM_WEIGHTS} as downloaded from {hub.url}" in message and weights.sha256 in message
+    assert "corrupt" in message and "nothing was installed" in message
     assert ("storage", "GET") in {(r.host, r.method) for r in hub.requests}, "the bytes were downloaded, then refused"
     assert not destination.exists()
     assert_nothing_but(destination.parent)
+
+
+def test_a_bad_download_kept_in_a_cache_is_dropped_so_the_next_fetch_gets_it_again(hub, hub_content, tmp_path, caplog) -> None:
+    """With --cache-dir the download stays in that cache, which never re-downloads a blob it holds:
+    weights that fail the sha256 check are removed from it, so running the command again works."""
+    weights = hub_content.weights(hub_content.latest)
+    hub.corrupt.add(weights.sha256)
+    cache = tmp_path / "hub-cache"
+    destination = tmp_path / "models" / "biomedclip"
+
+    assert fetch(destination, "--cache-dir", str(cache)) == 2
+    assert "removed from the cache" in caplog.records[-1].getMessage()
+    assert not list(cache.rglob(weights.sha256)) and not list(cache.rglob(UPSTREAM_WEIGHTS))
+    assert list(cache.rglob(OPEN_CLIP_CONFIG)), "the rest of the cache is kept"
+
+    hub.corrupt.clear()
+    assert fetch(destination, "--cache-dir", str(cache)) == 0
+    assert read_manifest(destination).upstream["weights_sha256"] == weights.sha256
+    assert [r.path for r in hub.requests if r.host == "storage"] == [f"/lfs/{weights.sha256}"] * 2
+    assert_nothing_but(destination.parent, "biomedclip")
 
 
 def test_a_server_that_dies_mid_download_leaves_nothing_behind(hub, hub_content, tmp_path, caplog) -> None:
