@@ -128,7 +128,7 @@ class LoggedRequest:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server: "_Listener"
+    server: _Listener
 
     def setup(self) -> None:
         super().setup()
@@ -141,7 +141,7 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:  # the peer or a simulated crash closed the socket first
             pass
 
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - BaseHTTPRequestHandler's signature
+    def log_message(self, format: str, *args) -> None:
         """Requests are recorded in `HubServer.requests`, not printed."""
 
     def do_HEAD(self) -> None:
@@ -155,7 +155,7 @@ class _Listener(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
 
-    def __init__(self, hub: "HubServer", role: str) -> None:
+    def __init__(self, hub: HubServer, role: str) -> None:
         self.hub = hub
         self.role = role
         super().__init__(("127.0.0.1", 0), _Handler)
@@ -204,7 +204,7 @@ class HubServer:
     def storage_url(self) -> str:
         return self._storage.url
 
-    def __enter__(self) -> "HubServer":
+    def __enter__(self) -> HubServer:
         for thread in self._threads:
             thread.start()
         return self

@@ -24,8 +24,15 @@ from pathlib import Path
 import pytest
 
 from models.architecture import BIOMEDCLIP_REPO, TEXT_TOWER_REPO
-from models.directory import OPEN_CLIP_CONFIG, TEXT_CONFIG, TOKENIZER_CONFIG, TOKENIZER_FILE, VOCAB_FILE, WEIGHTS_FILE, open_model_dir
-from models.fetch import SNAPSHOT_PATTERNS
+from models.directory import (
+    OPEN_CLIP_CONFIG,
+    TEXT_CONFIG,
+    TOKENIZER_CONFIG,
+    TOKENIZER_FILE,
+    VOCAB_FILE,
+    WEIGHTS_FILE,
+    open_model_dir,
+)
 from models.manifest import MANIFEST_FILE, read_manifest
 from tests.hub_server import REDACTED, HubCommit, HubFile, HubRepo, HubServer
 
@@ -385,7 +392,7 @@ def test_a_gated_mirror_needs_hf_token_and_never_sees_it_logged(hub_env, hub_con
 def run_fetch_command(destination: Path, env: dict[str, str], *arguments: str) -> subprocess.CompletedProcess:
     """`python -m models fetch biomedclip DESTINATION ...` in a new process that may reach only loopback."""
     command = [sys.executable, "-m", "tests.guarded_run", "models", "fetch", "biomedclip", str(destination), *arguments]
-    return subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=100)
+    return subprocess.run(command, check=False, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=100)
 
 
 def test_fetch_in_a_fresh_process_reads_hf_endpoint_and_hf_token_from_the_environment(hub_env, hub_content, tmp_path) -> None:
@@ -462,7 +469,7 @@ def hf_download(server: HubServer, cache: Path, repo: str, *files: str) -> None:
     """The README's `hf download REPO [FILES] --cache-dir CACHE` on a connected machine (here: the loopback hub)."""
     env = {**clean_environment(cache.parent / "hf-home"), "HF_ENDPOINT": server.url, "HF_HUB_DISABLE_UPDATE_CHECK": "1"}
     command = [sys.executable, "-m", "tests.guarded_run", "huggingface_hub.cli.hf", "download", repo, *files, "--cache-dir", str(cache)]
-    done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(command, check=False, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
 
 
