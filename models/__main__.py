@@ -5,7 +5,13 @@
     python -m models build-random DIR [--seed N]               full-size untrained model for benchmarks
     python -m models verify PATH                               open a model folder and check its hash
 
-Exit status 0 on success, 2 when the model folder or its source is unusable (the message says why).
+`fetch` uses the hub named by HF_ENDPOINT (a mirror) if set, sends HF_TOKEN if set (gated or
+private mirrors), and with `--offline --cache-dir CACHE` reads a copied Hugging Face cache instead.
+DIR must be absent or an empty folder; `--replace` replaces a model folder there, once the new
+one is complete. Nothing ever appears at DIR unless the whole model was built and verified.
+
+Exit status 0 on success, 2 when the model folder or its source is unusable or the hub cannot
+deliver it (the message says what to fix).
 """
 
 from __future__ import annotations
@@ -13,10 +19,16 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
+
+# `fetch` asks the hub or mirror for the model's files and nothing else: no telemetry, which would
+# also make huggingface_hub fetch an AI-agent registry from its import-time endpoint to build
+# its User-Agent. The library reads this once, when first imported, so it is set before that.
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 from models.errors import ModelBuildError, ModelDirectoryError
 from common.zero_shot_tasks import TaskConfigError
@@ -33,13 +45,25 @@ def _parser() -> argparse.ArgumentParser:
     fetch.add_argument("directory", type=Path, help="new model folder to create")
     fetch.add_argument("--revision", default="main", help="hub revision (branch, tag or commit) of the weights")
     fetch.add_argument("--text-revision", default="main", help="hub revision of the text tower's config")
-    fetch.add_argument("--cache-dir", type=Path, default=None, help="Hugging Face download cache")
+    fetch.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="keep the downloads in this Hugging Face cache folder (default: a temporary folder beside DIR, deleted afterwards)",
+    )
+    fetch.add_argument(
+        "--offline",
+        action="store_true",
+        help="no network: take the files from the Hugging Face cache given by --cache-dir (copied from a machine that downloaded them)",
+    )
+    fetch.add_argument("--replace", action="store_true", help="replace the model folder at DIR once the new one is complete")
 
     for name, size in (("build-tiny", "tiny (tests)"), ("build-random", "full-size, about 780 MB (benchmarks)")):
         build = commands.add_parser(name, help=f"build a {size} BiomedCLIP-architecture model with random weights")
         build.add_argument("directory", type=Path, help="new model folder to create")
         build.add_argument("--seed", type=int, default=0, help="random seed of the weights")
         build.add_argument("--tasks", type=Path, default=None, help="zero-shot task file whose prompt words go into the vocabulary")
+        build.add_argument("--replace", action="store_true", help="replace the model folder at DIR once the new one is complete")
 
     verify = commands.add_parser("verify", help="open a model folder, verify its weights hash, print its manifest")
     verify.add_argument("path", type=Path, help="model folder, or the models folder holding biomedclip/")
@@ -56,18 +80,23 @@ def main(argv: list[str] | None = None) -> int:
             from models.fetch import fetch_biomedclip
 
             model = fetch_biomedclip(
-                args.directory, revision=args.revision, text_revision=args.text_revision, cache_dir=args.cache_dir
+                args.directory,
+                revision=args.revision,
+                text_revision=args.text_revision,
+                cache_dir=args.cache_dir,
+                replace=args.replace,
+                offline=args.offline,
             )
         elif args.command in ("build-tiny", "build-random"):
             from models.builders import build_random, build_tiny
 
             build = build_tiny if args.command == "build-tiny" else build_random
-            model = build(args.directory, seed=args.seed, task_file=args.tasks)
+            model = build(args.directory, seed=args.seed, task_file=args.tasks, replace=args.replace)
         else:
             from models.directory import open_model_dir
 
             model = open_model_dir(args.path, allow_untrained=True)
-    except (ModelDirectoryError, ModelBuildError, TaskConfigError) as exc:
+    except (ModelDirectoryError, ModelBuildError, TaskConfigError, OSError) as exc:
         log.error("%s", exc)
         return 2
     print(json.dumps({"path": str(model.path), **asdict(model.manifest)}, indent=2))

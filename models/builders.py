@@ -7,7 +7,8 @@ tower and a 32-wide, 2-layer BERT text tower); `build_random` makes the full-siz
 fixed seed (the same seed gives byte-identical weights), and carry status `untrained`.
 
 A directory is assembled under a temporary name next to the destination and renamed into place
-when complete, so an interrupted build never leaves a folder that looks like a model.
+when complete, so an interrupted build never leaves a folder that looks like a model; a model
+folder already there is replaced only when asked (`replace`) and only once the new one is complete.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from models.architecture import (
 )
 from models.directory import OPEN_CLIP_CONFIG, WEIGHTS_FILE, ModelDirectory, open_model_dir, sha256_file
 from models.errors import ModelBuildError
-from models.manifest import ModelManifest, utc_timestamp, write_json_atomic, write_manifest
+from models.manifest import MANIFEST_FILE, ModelManifest, utc_timestamp, write_json_atomic, write_manifest
 from models.staging import staging_folder_beside
 from models.vocabulary import (
     bert_base_sized_vocabulary,
@@ -74,25 +75,61 @@ FULL_SIZE = ArchitectureSize(
 )
 
 
-def check_destination(destination: Path) -> None:
-    """Raise ModelBuildError unless `destination` is absent or an empty folder."""
+def check_destination(destination: Path, *, replace: bool = False) -> None:
+    """Raise ModelBuildError unless `destination` can receive a new model folder.
+
+    An absent path or an empty folder always can. With `replace`, so can an existing model folder
+    (one holding `manifest.json`); `publish` swaps it out only once the new folder is complete.
+    Anything else is refused, so a mistyped path never deletes a folder that is not a model.
+    """
     destination = Path(destination)
-    if destination.exists() and (not destination.is_dir() or any(destination.iterdir())):
-        raise ModelBuildError(f"{destination} already exists and is not an empty folder; choose a new folder")
+    if not destination.exists() or (destination.is_dir() and not any(destination.iterdir())):
+        return
+    if not replace:
+        raise ModelBuildError(
+            f"{destination} already exists and is not an empty folder; choose a new folder, or pass --replace "
+            f"to replace the model folder there"
+        )
+    if not destination.is_dir() or not (destination / MANIFEST_FILE).is_file():
+        raise ModelBuildError(
+            f"{destination} is not a model folder (it has no {MANIFEST_FILE}); --replace only replaces a model "
+            f"folder - choose a new folder"
+        )
 
 
-def prepare_destination(destination: Path) -> Path:
+def prepare_destination(destination: Path, *, replace: bool = False) -> Path:
     """Check `destination` can receive a model and return a fresh staging folder beside it."""
     destination = Path(destination)
-    check_destination(destination)
+    check_destination(destination, replace=replace)
     return staging_folder_beside(destination)
 
 
-def publish(staging: Path, destination: Path) -> None:
-    """Move a complete staging folder to `destination` (an empty destination folder is replaced)."""
-    if destination.is_dir():
+def publish(staging: Path, destination: Path, *, replace: bool = False) -> None:
+    """Move a complete staging folder to `destination` (an empty destination folder is replaced).
+
+    With `replace`, an existing model folder stays untouched until this point: it is renamed aside
+    (beside it, same filesystem), the new folder is renamed into place, and only then is the old
+    one deleted; if the second rename fails, the old folder is put back. A reader sees the old
+    model or the new one, never a mixture (the path is absent only between the two renames).
+    """
+    destination = Path(destination)
+    if destination.is_dir() and not any(destination.iterdir()):
         destination.rmdir()
-    os.replace(staging, destination)
+    if not destination.exists():
+        os.replace(staging, destination)
+        return
+    check_destination(destination, replace=replace)  # it may have appeared while the model was being built
+    old = staging_folder_beside(destination, purpose="replaced")
+    os.replace(destination, old)  # onto an empty folder: allowed by rename(2)
+    try:
+        os.replace(staging, destination)
+    except BaseException:
+        os.replace(old, destination)
+        raise
+    try:
+        shutil.rmtree(old)
+    except OSError as exc:
+        log.warning("installed the new model in %s, but its old copy %s could not be deleted (%s); delete it", destination, old, exc)
 
 
 def save_weights(state_dict: dict, path: Path) -> None:
@@ -111,15 +148,18 @@ def write_text_tower_config(destination: Path, size: TextTowerSize, vocab_size: 
 
 
 def build_random_model(
-    destination: Path, size: ArchitectureSize, *, seed: int = 0, task_file: Path | None = None
+    destination: Path, size: ArchitectureSize, *, seed: int = 0, task_file: Path | None = None, replace: bool = False
 ) -> ModelDirectory:
-    """Build a `size` BiomedCLIP-architecture model with weights drawn from `seed` into `destination`."""
+    """Build a `size` BiomedCLIP-architecture model with weights drawn from `seed` into `destination`.
+
+    With `replace`, a model folder already at `destination` is replaced once the new one is complete.
+    """
     import torch
 
     from models.open_clip_loading import create_open_clip_model
 
     destination = Path(destination)
-    staging = prepare_destination(destination)
+    staging = prepare_destination(destination, replace=replace)
     try:
         words = words_of(prompt_texts(task_file or default_task_file()))
         vocab = bert_base_sized_vocabulary(words) if size.full_vocabulary else tiny_vocabulary(words)
@@ -145,7 +185,7 @@ def build_random_model(
             ),
         )
         open_model_dir(staging, allow_untrained=True)
-        publish(staging, destination)
+        publish(staging, destination, replace=replace)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -153,11 +193,15 @@ def build_random_model(
     return open_model_dir(destination, allow_untrained=True)
 
 
-def build_tiny(destination: Path, *, seed: int = 0, task_file: Path | None = None) -> ModelDirectory:
+def build_tiny(
+    destination: Path, *, seed: int = 0, task_file: Path | None = None, replace: bool = False
+) -> ModelDirectory:
     """Build the tiny test model (same architecture family and code path, random weights)."""
-    return build_random_model(destination, TINY, seed=seed, task_file=task_file)
+    return build_random_model(destination, TINY, seed=seed, task_file=task_file, replace=replace)
 
 
-def build_random(destination: Path, *, seed: int = 0, task_file: Path | None = None) -> ModelDirectory:
+def build_random(
+    destination: Path, *, seed: int = 0, task_file: Path | None = None, replace: bool = False
+) -> ModelDirectory:
     """Build the full-size BiomedCLIP architecture with random weights (about 780 MB) for benchmarks."""
-    return build_random_model(destination, FULL_SIZE, seed=seed, task_file=task_file)
+    return build_random_model(destination, FULL_SIZE, seed=seed, task_file=task_file, replace=replace)

@@ -6,6 +6,8 @@ the model can act on it without reading code.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 ALLOW_UNTRAINED_ENV = "BIOMEDCLIP_MAP_ALLOW_UNTRAINED"
 """Environment variable that, set to 1, lets the product run a model whose status is `untrained`."""
 
@@ -27,3 +29,16 @@ class UntrainedModelRefused(ModelDirectoryError):
 
 class ModelBuildError(RuntimeError):
     """Building or converting a model directory failed; the message names the destination or source."""
+
+
+class ModelFetchError(ModelBuildError):
+    """The hub or mirror could not deliver the model: the message names the endpoint, repository,
+    revision and what to change (HF_ENDPOINT, HF_TOKEN, --revision, the connection)."""
+
+
+class WeightsHashMismatch(ModelBuildError):
+    """Upstream weights whose sha256 is not the one the hub publishes for them; `path` is that file."""
+
+    def __init__(self, message: str, path: Path) -> None:
+        super().__init__(message)
+        self.path = Path(path)

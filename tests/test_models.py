@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ from models.directory import (
 )
 from models.errors import ManifestError, ModelBuildError, ModelDirectoryError, UntrainedModelRefused
 from models.manifest import MANIFEST_FILE, read_manifest
+from tests.network_guard import NetworkAccessAttempted
 
 
 def _copy_model(source: Path, tmp_path: Path) -> Path:
@@ -235,28 +235,6 @@ def test_allow_untrained_environment_variable(value: str, allowed: bool, tmp_pat
 # --------------------------------------------------------------------------- loading offline
 
 
-class NetworkAccessAttempted(BaseException):
-    """Raised by the socket guard; a BaseException so HTTP clients do not retry it."""
-
-
-@pytest.fixture
-def network_guard(monkeypatch: pytest.MonkeyPatch) -> list:
-    """Block every outgoing connection and DNS lookup; record attempts. Hub offline mode is NOT set."""
-    attempts: list = []
-
-    def refuse(*args, **kwargs):
-        attempts.append(args)
-        raise NetworkAccessAttempted(f"network access attempted: {args!r}")
-
-    monkeypatch.setattr(socket.socket, "connect", lambda self, *a, **k: refuse(*a))
-    monkeypatch.setattr(socket.socket, "connect_ex", lambda self, *a, **k: refuse(*a))
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    for variable in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        monkeypatch.delenv(variable, raising=False)
-    return attempts
-
-
 def test_plain_open_clip_would_reach_for_the_hub(tiny_model_dir: Path, network_guard: list) -> None:
     """The guard works: open_clip on its own resolves the text tower's config on the hub."""
     import open_clip
@@ -306,6 +284,22 @@ def test_cli_build_tiny_and_verify(tmp_path: Path, capsys: pytest.CaptureFixture
     assert printed["status"] == "untrained" and printed["version"] == "seed-3"
     assert main(["verify", str(destination.parent)]) == 0
     assert json.loads(capsys.readouterr().out)["weights_sha256"] == printed["weights_sha256"]
+
+
+def test_cli_build_replaces_a_model_folder_only_when_asked(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture
+) -> None:
+    from models.__main__ import main
+
+    destination = _copy_model(tiny_model_dir, tmp_path)
+    old = read_manifest(destination).weights_sha256
+    assert main(["build-tiny", str(destination), "--seed", "4"]) == 2
+    assert "--replace" in caplog.text and read_manifest(destination).weights_sha256 == old
+
+    assert main(["build-tiny", str(destination), "--seed", "4", "--replace"]) == 0
+    assert json.loads(capsys.readouterr().out)["version"] == "seed-4"
+    assert read_manifest(destination).weights_sha256 != old
+    assert [p.name for p in destination.parent.iterdir()] == [destination.name]  # no staging or old copy left
 
 
 def test_cli_reports_unusable_folders_with_exit_status_2(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
