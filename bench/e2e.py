@@ -65,7 +65,7 @@ def run_child(variant: str, study: Path, models: Path, work: Path, scratch: Path
 
     import app.application  # noqa: F401  (the graph and Holoscan: part of what a MAP run imports)
     from app.analyzer import open_analyzer
-    from app.cli import configure_logging
+    from app.logging_setup import configure_logging
     from app.run import run
     from app.settings import resolve_run_settings
     from operators.messages import OutputKind

@@ -27,6 +27,10 @@ class BackendNotApplicable(BackendUnavailable):
     so `auto` notes it at INFO level instead of warning about it."""
 
 
+class BackendConfigError(ValueError):
+    """The configured or environment backend name is not one this product knows."""
+
+
 class InferenceBackend(ABC):
     """Embeds images and texts with one model; `name` says which runtime and device, e.g. `onnxruntime-cpu`."""
 

@@ -17,17 +17,13 @@ import os
 from pathlib import Path
 from typing import Callable, Mapping
 
-from engines.base import BackendNotApplicable, BackendUnavailable, InferenceBackend
+from engines.base import BackendConfigError, BackendNotApplicable, BackendUnavailable, InferenceBackend
 from models.directory import ModelDirectory
 
 log = logging.getLogger(__name__)
 
 BACKEND_ENV = "BIOMEDCLIP_MAP_BACKEND"
 AUTO = "auto"
-
-
-class BackendConfigError(ValueError):
-    """The configured or environment backend name is not one this product knows."""
 
 
 def _open_onnxruntime(model: ModelDirectory, work_dir: Path) -> InferenceBackend:

@@ -142,7 +142,7 @@ def summary(config: NodeConfig) -> str:
 
 def serve_main(args: argparse.Namespace) -> int:
     """Run `serve` (or `serve --check-config`) with parsed arguments; return the exit code."""
-    from app.cli import configure_logging
+    from app.logging_setup import configure_logging
 
     try:
         config = load_node_config(args.config, overrides_from(args))
