@@ -22,14 +22,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+
+from common.atomic_files import Durability, write_json_atomically
 
 log = logging.getLogger(__name__)
 
@@ -202,17 +202,7 @@ class GateRecords:
         folder = Path(directory) if directory is not None else self.directory
         target = folder / f"{result.key}.json"
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                    json.dump(asdict(result), handle, indent=2)
-                    handle.write("\n")
-                os.chmod(tmp, 0o644)
-                os.replace(tmp, target)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            write_json_atomically(target, asdict(result), durability=Durability.FILE)
         except OSError as exc:
             log.warning("cannot write the parity gate record in %s (%s); the gate will run again next time", folder, exc.strerror or exc)
             return None

@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from common.atomic_files import Durability, write_atomically
 
 ENGINE_CACHE_SUBDIR = "tensorrt"
 ENGINE_SUFFIX = ".engine"
@@ -163,17 +163,8 @@ def cached_engine_problem(work_dir: Path, key: EngineKey) -> tuple[CachedEngine 
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """An engine or its sidecar: complete on disk before it is named (a torn engine is never loaded)."""
+    write_atomically(path, data, durability=Durability.FILE)
 
 
 def store_engine(work_dir: Path, key: EngineKey, engine: bytes, extra: dict | None = None) -> CachedEngine:

@@ -13,13 +13,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+
+from common.atomic_files import Durability, write_atomically, write_json_atomically
 
 log = logging.getLogger(__name__)
 
@@ -45,18 +45,6 @@ def cache_key(model_sha256: str, prompt_sets: Sequence[Sequence[str]]) -> str:
         separators=(",", ":"),
     )
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
-
-
-def _save_atomic(path: Path, write: Callable[[object], None], mode: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o644)
-        with os.fdopen(fd, mode) as handle:
-            write(handle)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class TextEmbeddingCache:
@@ -125,8 +113,11 @@ class TextEmbeddingCache:
         description = {"model_sha256": model_sha256, "prompts": [list(p) for p in prompt_sets], "shape": list(embeddings.shape)}
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            _save_atomic(self.directory / f"{key}.json", lambda h: h.write(json.dumps(description, indent=2)), "w")
-            _save_atomic(self.directory / f"{key}.npy", lambda h: np.save(h, embeddings, allow_pickle=False), "wb")
+            # A cache: rebuilt when missing, so a rename lost in a power cut costs nothing but time.
+            write_json_atomically(self.directory / f"{key}.json", description, durability=Durability.REPLACE_ONLY)
+            write_atomically(
+                self.directory / f"{key}.npy", lambda h: np.save(h, embeddings, allow_pickle=False), durability=Durability.REPLACE_ONLY
+            )
         except OSError as exc:
             log.warning(
                 "cannot write the text embedding cache in %s (%s); embeddings are kept for this run only",

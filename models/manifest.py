@@ -9,13 +9,12 @@ models are cleared for the site, `research` models are real weights without loca
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 
+from common.atomic_files import Durability, write_json_atomically
 from models.errors import ManifestError
 
 MANIFEST_FILE = "manifest.json"
@@ -125,17 +124,8 @@ def read_manifest(model_dir: Path) -> ModelManifest:
 
 def write_json_atomic(path: Path, document: object) -> None:
     """Write `document` as indented JSON to `path` through a temporary file and a rename."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o644)  # readable by the user the product runs as, like any installed file
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(document, handle, indent=2, sort_keys=False)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # Readable by the user the product runs as, like any installed file; complete before it is named.
+    write_json_atomically(Path(path), document, durability=Durability.FILE)
 
 
 def write_manifest(model_dir: Path, manifest: ModelManifest) -> Path:

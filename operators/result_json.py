@@ -7,10 +7,9 @@ are written.
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
+
+from common.atomic_files import Durability, write_json_atomically
 
 from operators.messages import StudyAnalysis
 
@@ -48,16 +47,6 @@ def analysis_document(analysis: StudyAnalysis, report_name: str) -> dict:
 
 def write_result_json(analysis: StudyAnalysis, directory: Path, report_name: str) -> Path:
     """Write `<study ref>.json` atomically into `directory` and return its path."""
-    directory.mkdir(parents=True, exist_ok=True)
-    target = directory / f"{analysis.study.ref}.json"
-    fd, temp = tempfile.mkstemp(dir=directory, prefix=".partial-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(analysis_document(analysis, report_name), handle, indent=2)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, target)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    return target
+    return write_json_atomically(
+        directory / f"{analysis.study.ref}.json", analysis_document(analysis, report_name), durability=Durability.FILE_AND_FOLDER
+    )

@@ -13,8 +13,6 @@ Annotation and Recognizable Visual Features follow the source (`capture_content_
 
 from __future__ import annotations
 
-import os
-import secrets
 from pathlib import Path
 
 import cv2
@@ -25,6 +23,7 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import ExplicitVRLittleEndian
 
+from common.atomic_files import Durability, write_atomically
 from operators.messages import ImageSource
 from operators.output_identity import ReportIdentity
 from operators.sr_content import DeviceIdentity, allows_frame_references
@@ -178,13 +177,4 @@ def write_png_preview(capture_path: Path, png_path: Path) -> Path:
     ok, encoded = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     if not ok:
         raise OSError(f"cannot encode {capture_path} as PNG")
-    png_path = Path(png_path)
-    png_path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = png_path.with_name(f".{png_path.name}.{secrets.token_hex(6)}.tmp")
-    try:
-        temporary.write_bytes(encoded.tobytes())
-        os.replace(temporary, png_path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    return png_path
+    return write_atomically(Path(png_path), encoded.tobytes(), durability=Durability.REPLACE_ONLY)
