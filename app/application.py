@@ -1,6 +1,6 @@
 """The MAP's operator graph, as drawn in ARCHITECTURE.md.
 
-DICOMLoader ─► SeriesSelector ─► ModalityPreprocessing ─► BiomedCLIPInference ─► BurnSpecialist ─► PHIScrubber ─► SRWriter
+DICOMLoader ─► SeriesSelector ─► ModalityPreprocessing ─► BiomedCLIPInference ─► Specialists ─► PHIScrubber ─► SRWriter
 """
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ from holoscan.core import Application
 from app.configuration import ProductConfiguration
 from app.settings import RunSettings
 from operators.biomedclip_inference_operator import BiomedCLIPInferenceOperator
-from operators.burn_specialist_operator import BurnSpecialistOperator
 from operators.dicom_loader_operator import DICOMLoaderOperator
 from operators.messages import RunResults
 from operators.modality_preprocessing_operator import ModalityPreprocessingOperator
 from operators.phi_scrubber_operator import PHIScrubberOperator
 from operators.series_selector_operator import SeriesSelectorOperator
+from operators.specialists_operator import SpecialistsOperator
 from operators.sr_writer_operator import SRWriterOperator
 from operators.zero_shot_analyzer import ZeroShotAnalyzer
 
@@ -42,13 +42,13 @@ class BiomedCLIPMapApp(Application):
         selector = SeriesSelectorOperator(self, name="series_selector", rules=c.rules)
         preprocessing = ModalityPreprocessingOperator(self, name="modality_preprocessing", settings=c.preprocessing, mean=model.mean, std=model.std)
         inference = BiomedCLIPInferenceOperator(self, name="biomedclip_inference", analyzer=self.analyzer)
-        burn = BurnSpecialistOperator(self, name="burn_specialist", analyzer=self.analyzer, config=c.burn)
+        specialists = SpecialistsOperator(self, name="specialists", specialists=c.build_specialists(self.analyzer))
         scrubber = PHIScrubberOperator(self, name="phi_scrubber", clinical_context=s.clinical_context)
         writer = SRWriterOperator(self, name="sr_writer", output_dir=s.output_path, results=self.results, results_json_dir=s.results_json_dir)
 
         self.add_flow(loader, selector)
         self.add_flow(selector, preprocessing)
         self.add_flow(preprocessing, inference)
-        self.add_flow(inference, burn)
-        self.add_flow(burn, scrubber)
+        self.add_flow(inference, specialists)
+        self.add_flow(specialists, scrubber)
         self.add_flow(scrubber, writer)

@@ -59,7 +59,7 @@ def configuration_of(settings: RunSettings) -> ProductConfiguration:
     """The run's checked configuration files (ConfigurationError names the file and key)."""
     return load_product_configuration(
         selection_rules=settings.selection_rules, tasks=settings.tasks, preprocessing=settings.preprocessing,
-        burn=settings.burn_config,
+        specialist_files={"burn": settings.burn_config},
     )
 
 

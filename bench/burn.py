@@ -1,10 +1,10 @@
 """Benchmark: the burn specialist's colour analysis and overlay rendering on a large photograph.
 
 What is timed is the per-photograph work after the pixels are decoded, exactly as
-`operators.burn_analysis.analyse_photograph` does it: the display copy (long side ≤
-`display_max_side`, area averaging), the wound map (`operators.wound_colour.map_wounds`, on a copy
+`operators.specialists.burn.analysis.analyse_photograph` does it: the display copy (long side ≤
+`display_max_side`, area averaging), the wound map (`operators.specialists.burn.wound_colour.map_wounds`, on a copy
 of long side ≤ `analysis_max_side`), its summary, and the overlay Secondary Capture image
-(`operators.burn_overlay.render_burn_capture`: tint, outlines, legend and findings panel). Depth
+(`operators.specialists.burn.overlay.render_burn_capture`: tint, outlines, legend and findings panel). Depth
 (zero-shot on an embedding already computed) and DICOM encoding are not part of it.
 
 The photograph is a synthetic burn scene (tests/fixtures_burn.py) painted at 1000 px and
@@ -77,13 +77,14 @@ def measure(path: Path, repeats: int) -> dict:
     """Child process: time and measure colour analysis + overlay rendering of the saved photograph."""
     import numpy as np
 
-    from operators.burn_analysis import summarise_wound_map
-    from operators.burn_config import load_burn_config
-    from operators.burn_flags import burn_flags
-    from operators.burn_overlay import render_burn_capture
+    from operators.specialists.burn.analysis import summarise_wound_map
+    from operators.specialists.burn.config import load_burn_config
+    from operators.specialists.burn.flags import burn_flags
+    from operators.specialists.burn.overlay import render_burn_capture
     from common.model_identity import ModelIdentity
-    from operators.messages import BurnImageFindings, ImageSource, TbsaEstimate
-    from operators.wound_colour import downscale, map_wounds
+    from operators.messages import ImageSource
+    from operators.specialists.burn.findings import BurnImageFindings, TbsaEstimate
+    from operators.specialists.burn.wound_colour import downscale, map_wounds
 
     config = load_burn_config()
     colour = config.colour

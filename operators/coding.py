@@ -67,6 +67,14 @@ ZERO_SHOT_METHOD = CodedConcept("ZERO-SHOT", LOCAL_SCHEME, "Zero-shot image-text
 #: Unit of the probability measurements: UCUM percent, 0-100.
 PERCENT = CodedConcept.from_code(codes.UCUM.Percent)
 
+#: Decimal places kept of a value expressed in percent (0.01 % resolution).
+PERCENT_DECIMALS = 2
+
+
+def stored_percent(probability: float) -> float:
+    """A probability (0-1) as the percent value the report stores, rounded to PERCENT_DECIMALS."""
+    return round(float(probability) * 100.0, PERCENT_DECIMALS)
+
 #: Derivation of a series-level probability computed as the mean over several images.
 MEAN = CodedConcept.from_code(codes.SCT.Mean)
 

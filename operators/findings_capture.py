@@ -1,4 +1,4 @@
-"""The viewable image of a study without burn photographs: its most probable image and the findings.
+"""The viewable image of a study no specialist rendered a capture for: its most probable image and the findings.
 
 The image shown is the analysed image that most supports the study's strongest finding: the series
 with the highest top-label probability, and in it the image with the highest probability of that
@@ -42,6 +42,9 @@ TOP_LABELS = 5
 TOP_LABELS_MANY_SERIES = 3
 #: Series listed at most; the SR holds them all.
 MAX_SERIES_LISTED = 6
+
+#: Specialist summary lines listed on a findings capture (the SR holds them all).
+MAX_SPECIALIST_LINES = 6
 
 
 class FindingsCaptureError(RuntimeError):
@@ -140,6 +143,12 @@ def findings_panel(analysis: StudyAnalysis, shown: SeriesAnalysis) -> list[Panel
         lines.append(
             PanelLine(f"{len(ranked) - len(listed)} more series in the SR report (series {rest}{more})", space_before=True)
         )
+    summaries = [line for found in analysis.specialists for line in found.summary]
+    if summaries:
+        lines.append(PanelLine("SPECIALISTS (AI)", bold=True, colour=ACCENT_COLOUR, space_before=True))
+        lines.extend(PanelLine(f"{line.selection}: {line.text}", indent=1) for line in summaries[:MAX_SPECIALIST_LINES])
+        if len(summaries) > MAX_SPECIALIST_LINES:
+            lines.append(PanelLine(f"{len(summaries) - MAX_SPECIALIST_LINES} more in the SR report", indent=1))
     model = analysis.model
     lines.append(PanelLine(f"Model: {model.name} {model.version} ({model.status})", space_before=True))
     lines.append(PanelLine(f"Backend: {analysis.backend}"))

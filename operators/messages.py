@@ -253,99 +253,66 @@ class PreparedStudy:
     notes: list[str] = field(default_factory=list)
 
 
-# --------------------------------------------------------------------------- burn specialist
-
-
-class FlagValue(str, enum.Enum):
-    """The value of a clinical flag: raised, not raised, or not decidable from the data."""
-
-    YES = "yes"
-    NO = "no"
-    UNKNOWN = "unknown"
+# --------------------------------------------------------------------------- specialist findings
+#
+# A specialist (`operators.specialists`) turns analysed series into plain findings; the SR builder,
+# the SR read-back, the Secondary Captures and the JSON results handle them without knowing which
+# specialist made them.
 
 
 @dataclass(frozen=True)
-class BurnFlag:
-    """A clinical flag of the burn specialist: its concept, its value and, in words, the inputs it used."""
+class MeasuredValue:
+    """A numeric measurement of a finding group: its concept, value, UCUM unit and method (None: none stated)."""
 
     concept: Code
-    value: FlagValue
-    inputs: str
+    value: float
+    unit: Code
+    method: Code | None = None
 
 
 @dataclass(frozen=True)
-class ImagedRegion:
-    """The body region a photograph shows, as its header says (finding site, TBSA share, special area).
+class FindingGroup:
+    """One TID 1501 measurement group a specialist reports about one or more source images.
 
-    `share_percent` is the region's share of the total body surface (None: the table has none, e.g.
-    a joint) by `share_rule`; `source` names the attribute the region was read from.
+    `method` names the specialist's method (it tells a reader the group is not a zero-shot series
+    group); `evaluations` are coded (concept, value) pairs; every source image must be one of the
+    images the zero-shot step analysed, so that it is in the report's evidence and image library.
     """
 
-    name: str
-    site: Code
-    laterality: str
-    source: str
-    share_percent: float | None
-    share_rule: str
-    special: FlagValue
-    special_reason: str
-
-
-@dataclass(frozen=True)
-class WoundArea:
-    """The area of one wound colour class, as a percentage of the visible skin."""
-
-    concept: Code
-    name: str
-    percent_of_skin: float
-
-
-@dataclass(frozen=True)
-class WoundMapSummary:
-    """What the colour analysis measured; percentages are None when it could not measure (`note` says why)."""
-
-    measured: bool
-    note: str
-    skin_percent_of_image: float | None = None
-    wound_percent_of_skin: float | None = None
-    classes: tuple[WoundArea, ...] = ()
-    analysed_size: tuple[int, int] = (0, 0)
-
-
-@dataclass(frozen=True)
-class TbsaEstimate:
-    """Estimated burned %TBSA (None: not estimable from this image) and how, or why not, in words."""
-
-    percent: float | None
-    method: str
+    tracking_identifier: str
+    method: Code
+    source_images: tuple[ImageSource, ...]
+    measurements: tuple[MeasuredValue, ...]
+    evaluations: tuple[tuple[Code, Code], ...]
+    algorithm_name: str
+    algorithm_version: str
+    finding_site: Code | None = None
+    laterality: Code | None = None
 
 
 @dataclass
-class BurnImageFindings:
-    """The burn specialist's findings for one photograph; `overlay` is the image for the Secondary Capture."""
+class SpecialistCapture:
+    """A viewable image a specialist rendered from one analysed image, for a Secondary Capture."""
 
     source: ImageSource
-    depth_probabilities: np.ndarray
-    wound_map: WoundMapSummary
-    region: ImagedRegion | None
-    tbsa: TbsaEstimate
-    flags: tuple[BurnFlag, ...]
-    overlay: np.ndarray | None = None
+    pixels: np.ndarray
+    series_description: str
+    derivation: str
 
 
 @dataclass
-class BurnFindings:
-    """Burn findings of one series: the depth task (labels in probability order), per-photograph findings."""
+class SpecialistFindings:
+    """What one specialist found in a study: measurement groups, narrative lines, summary lines, captures.
 
-    depth_task: ZeroShotTask
-    images: list[BurnImageFindings]
-    depth_method: str
+    `narrative` lines go into the SR's narrative as they are (product words, no identifiers);
+    `summary` lines are the run summary's (one per finding, no identifiers).
+    """
 
-    @staticmethod
-    def top(task: ZeroShotTask, probabilities: np.ndarray) -> tuple[str, float]:
-        """The most probable depth class's name and its probability."""
-        index = int(np.argmax(probabilities))
-        return task.labels[index].name, float(probabilities[index])
+    specialist: str
+    groups: tuple[FindingGroup, ...]
+    narrative: tuple[str, ...] = ()
+    summary: tuple[FindingSummary, ...] = ()
+    captures: tuple[SpecialistCapture, ...] = ()
 
 
 # --------------------------------------------------------------------------- inference
@@ -369,8 +336,6 @@ class SeriesAnalysis:
     images: list[ImageFindings]
     probabilities: np.ndarray
     preprocessing: str
-    #: The burn specialist's findings, for series of a burn-photograph selection (else None).
-    burn: BurnFindings | None = None
 
     @property
     def top_label(self) -> str:
@@ -397,3 +362,5 @@ class StudyAnalysis:
     clinical_context: tuple[str, ...] = ()
     #: Redactions the PHIScrubber made in this study's free text, per category (counts only).
     redactions: dict[str, int] = field(default_factory=dict)
+    #: What each specialist found, in the order the specialists ran (empty: none applied).
+    specialists: list[SpecialistFindings] = field(default_factory=list)

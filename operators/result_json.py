@@ -1,8 +1,13 @@
 """Machine-readable results (JSON) for integrations, written only where the configuration says.
 
+The JSON is a serialisation of the same findings the SR holds (`operators.sr_content.ReportFindings`:
+the zero-shot series groups, every specialist's groups and the narrative), so that an integration
+reading the JSON and a viewer reading the SR see the same values; `findings_document` of a report
+read back with `operators.sr_readback.read_findings` equals the JSON's `findings`.
+
 The DICOM output folder holds only DICOM (MONAI Deploy Express exports it as DICOM), so JSON goes
 to its own folder. Studies are named by their salted reference; no patient or study identifiers
-are written.
+are written, and no UIDs: source images are counted (the SR named in `report` references them).
 """
 
 from __future__ import annotations
@@ -10,12 +15,65 @@ from __future__ import annotations
 from pathlib import Path
 
 from common.atomic_files import Durability, write_json_atomically
+from common.codes import Code
+from operators.messages import FindingGroup, ImageSource, StudyAnalysis
+from operators.sr_content import ReportFindings, SeriesFindings
 
-from operators.messages import StudyAnalysis
+
+def _code(code: Code | None) -> dict | None:
+    return None if code is None else {"scheme": code.scheme, "value": code.value, "meaning": code.meaning}
 
 
-def analysis_document(analysis: StudyAnalysis, report_name: str) -> dict:
-    """The findings of one study as plain JSON values (label probabilities per series and image)."""
+def _images(sources: tuple[ImageSource, ...]) -> dict:
+    """The source images of a group without their UIDs: how many instances, and the frames referenced."""
+    return {
+        "instances": len({s.sop_instance_uid for s in sources}),
+        "frames": sorted(s.frame for s in sources if s.frame is not None),
+    }
+
+
+def _series_group(group: SeriesFindings) -> dict:
+    return {
+        "tracking_identifier": group.tracking_identifier,
+        "finding": _code(group.finding),
+        "top_label": _code(group.top_label),
+        "probabilities": [{"concept": _code(p.concept), "percent": p.percent} for p in group.probabilities],
+        "source_images": _images(group.source_images),
+        "algorithm": {
+            "name": group.algorithm_name,
+            "version": group.algorithm_version,
+            "parameters": list(group.algorithm_parameters),
+        },
+    }
+
+
+def _specialist_group(group: FindingGroup) -> dict:
+    return {
+        "tracking_identifier": group.tracking_identifier,
+        "method": _code(group.method),
+        "finding_site": _code(group.finding_site),
+        "laterality": _code(group.laterality),
+        "measurements": [
+            {"concept": _code(m.concept), "value": m.value, "unit": _code(m.unit), "method": _code(m.method)}
+            for m in group.measurements
+        ],
+        "evaluations": [{"concept": _code(name), "value": _code(value)} for name, value in group.evaluations],
+        "source_images": _images(group.source_images),
+        "algorithm": {"name": group.algorithm_name, "version": group.algorithm_version},
+    }
+
+
+def findings_document(findings: ReportFindings) -> dict:
+    """What a report says (series groups, specialist groups, narrative) as plain JSON values."""
+    return {
+        "series": [_series_group(group) for group in findings.series],
+        "specialist_groups": [_specialist_group(group) for group in findings.specialist_groups],
+        "narrative": list(findings.narrative),
+    }
+
+
+def analysis_document(analysis: StudyAnalysis, report_name: str, findings: ReportFindings) -> dict:
+    """One study's results: what was run and whether it is complete, and the report's findings."""
     return {
         "study": analysis.study.ref,
         "report": report_name,
@@ -30,23 +88,14 @@ def analysis_document(analysis: StudyAnalysis, report_name: str) -> dict:
         "ai_generated": True,
         "requires_clinician_review": True,
         "meaningful": not analysis.model.untrained,
-        "series": [
-            {
-                "selection": s.selection.selection_name,
-                "task": s.task.name,
-                "top_label": s.top_label,
-                "top_probability": round(s.top_probability, 4),
-                "probabilities": {lbl: round(float(p), 4) for lbl, p in zip(s.task.label_names, s.probabilities)},
-                "images": len(s.images),
-                "preprocessing": s.preprocessing,
-            }
-            for s in analysis.series
-        ],
+        "findings": findings_document(findings),
     }
 
 
-def write_result_json(analysis: StudyAnalysis, directory: Path, report_name: str) -> Path:
+def write_result_json(analysis: StudyAnalysis, findings: ReportFindings, directory: Path, report_name: str) -> Path:
     """Write `<study ref>.json` atomically into `directory` and return its path."""
     return write_json_atomically(
-        directory / f"{analysis.study.ref}.json", analysis_document(analysis, report_name), durability=Durability.FILE_AND_FOLDER
+        directory / f"{analysis.study.ref}.json",
+        analysis_document(analysis, report_name, findings),
+        durability=Durability.FILE_AND_FOLDER,
     )

@@ -11,8 +11,9 @@ The report is a Comprehensive 3D SR (highdicom `Comprehensive3DSR`) whose conten
   (99BMCLIP zero-shot classification), the source images (instances, and frames of multi-frame
   instances), the most probable label as a coded finding, and every label's probability as a
   numeric measurement in UCUM percent;
-- burn measurement groups: one per analysed burn photograph (the burn specialist's depth, wound
-  areas, %TBSA estimate and flags; see the burn section at the end of this module);
+- specialist measurement groups: the groups each specialist returned (`operators.specialists`;
+  the burn specialist's give the depth, wound areas, %TBSA estimate and flags per photograph), written
+  generically (see the last section of this module);
 - qualitative evaluations (root-level container of TID 1500): narrative TEXT items saying that
   the result is AI-generated and requires clinician review, which model and backend produced it,
   how each series was preprocessed, and, for an untrained model, that the result is meaningless.
@@ -33,7 +34,7 @@ import logging
 import math
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from highdicom import UID
@@ -72,6 +73,7 @@ from operators import coding
 from operators.dicom_read import read_dataset
 from operators.messages import (
     DocumentReference,
+    FindingGroup,
     ImageSource,
     InstanceFile,
     SeriesAnalysis,
@@ -81,8 +83,8 @@ from operators.output_identity import ReportIdentity, report_identity
 
 logger = logging.getLogger(__name__)
 
-#: Decimal places kept of a probability expressed in percent (0.01 % resolution).
-PERCENT_DECIMALS = 2
+PERCENT_DECIMALS = coding.PERCENT_DECIMALS
+stored_percent = coding.stored_percent
 
 #: The first narrative line of every report.
 AI_NOTICE = (
@@ -157,13 +159,8 @@ class ReportFindings:
     series: tuple[SeriesFindings, ...]
     evidence: frozenset[tuple[str, str]]
     narrative: tuple[str, ...]
-    #: One burn measurement group per analysed burn photograph (see the burn section below).
-    burn: tuple[BurnGroupFindings, ...] = ()
-
-
-def stored_percent(probability: float) -> float:
-    """A probability (0-1) as the percent value the report stores, rounded to PERCENT_DECIMALS."""
-    return round(float(probability) * 100.0, PERCENT_DECIMALS)
+    #: The specialists' measurement groups, in the order they ran (see the last section below).
+    specialist_groups: tuple[FindingGroup, ...] = ()
 
 
 def _probabilities(analysis: StudyAnalysis, index: int, series: SeriesAnalysis) -> np.ndarray:
@@ -258,7 +255,7 @@ def _narrative(analysis: StudyAnalysis, extra_text: Sequence[str]) -> tuple[str,
             f"Preprocessing: {series.preprocessing}"
         )
     lines.extend(analysis.notes)
-    lines.extend(_burn_narrative(analysis))
+    lines.extend(line for found in analysis.specialists for line in found.narrative)
     if analysis.study.earlier_reports:
         count = len(analysis.study.earlier_reports)
         lines.append(
@@ -312,7 +309,7 @@ def report_findings(analysis: StudyAnalysis, *, extra_text: Sequence[str] = ()) 
         series=tuple(groups),
         evidence=frozenset(evidence),
         narrative=_narrative(analysis, extra_text),
-        burn=burn_group_findings(analysis),
+        specialist_groups=specialist_groups(analysis),
     )
 
 
@@ -700,7 +697,10 @@ def build_report(
         _measurement_group(series, series_findings, headers, f"study {ref}, analysed series #{index}")
         for index, (series, series_findings) in enumerate(zip(analysis.series, findings.series), start=1)
     ]
-    groups.extend(_burn_measurement_group(burn, headers, f"study {ref}, {burn.tracking_identifier}") for burn in findings.burn)
+    groups.extend(
+        _specialist_measurement_group(group, headers, f"study {ref}, {group.tracking_identifier}")
+        for group in findings.specialist_groups
+    )
     observer = ObserverContext(
         observer_type=codes.cid270.Device,
         observer_identifying_attributes=DeviceObserverIdentifyingAttributes(
@@ -749,151 +749,43 @@ def build_report(
     return report
 
 
-# --------------------------------------------------------------------------- burn findings
+# --------------------------------------------------------------------------- specialist findings
 #
-# One TID 1501 measurement group per analysed burn photograph (series with `series.burn` set):
-# method 99BMCLIP BURN-ANALYSIS; the algorithm; the finding site from the photograph's anatomy
-# tags (with laterality); the depth probabilities (method: zero-shot), the visible skin, wound and
-# per-class areas (method: colour wound map), the region's share of the body surface and the
-# %TBSA estimate (method: the rule the share comes from) as numeric measurements in UCUM percent;
-# the most probable depth, every flag, and "not measured" / "not estimable" where a number could
-# not be obtained, as coded qualitative evaluations. The narrative says how each number was
-# obtained and which inputs each flag used.
-
-_FLAG_VALUE_CODES = {"yes": coding.YES, "no": coding.NO, "unknown": coding.UNKNOWN}
+# One TID 1501 measurement group per `FindingGroup` of a specialist, as the specialist gave it: its
+# method, the algorithm, the finding site (with laterality), numeric measurements with their units
+# and methods, and coded qualitative evaluations. The SR does not know which specialist made it.
 
 
-@dataclass(frozen=True)
-class BurnMeasurement:
-    """A numeric burn measurement: its concept, the value in percent and its method."""
-
-    concept: Code
-    percent: float
-    method: Code
-
-
-@dataclass(frozen=True)
-class BurnGroupFindings:
-    """What the report says about one burn photograph (one burn measurement group)."""
-
-    tracking_identifier: str
-    source_image: ImageSource
-    finding_site: Code | None
-    laterality: Code | None
-    depth: Code
-    measurements: tuple[BurnMeasurement, ...]
-    evaluations: tuple[tuple[Code, Code], ...]
-    algorithm_name: str
-    algorithm_version: str
-
-
-def _burn_tracking_identifier(series_index: int, image_index: int, series: SeriesAnalysis) -> str:
-    number = series.selection.series.header.get("SeriesNumber")
-    source = f", source series {number}" if number not in (None, "") else ""
-    return f"#{series_index}.{image_index} Burn analysis{source}"
-
-
-def _burn_source(source: ImageSource) -> ImageSource:
+def _specialist_source(source: ImageSource) -> ImageSource:
+    """A specialist's source image as the report references it (by frame only where the IOD allows)."""
     if source.frame is not None and not allows_frame_references(source.sop_class_uid):
         return ImageSource(source.sop_class_uid, source.sop_instance_uid, None)
     return source
 
 
-def burn_group_findings(analysis: StudyAnalysis) -> tuple[BurnGroupFindings, ...]:
-    """The burn measurement groups `build_report` writes, as plain comparable values."""
+def specialist_groups(analysis: StudyAnalysis) -> tuple[FindingGroup, ...]:
+    """Every specialist's measurement groups, in order, each referencing only analysed images.
+
+    Raises ReportBuildError when a group has no source image or cites an image the zero-shot step
+    did not analyse (it would not be in the evidence or the image library).
+    """
+    analysed = {image.source.sop_instance_uid for series in analysis.series for image in series.images}
     groups = []
-    zero_shot = coding.as_code(coding.ZERO_SHOT_METHOD)
-    colour_map = coding.as_code(coding.COLOUR_WOUND_MAP)
-    for series_index, series in enumerate(analysis.series, start=1):
-        if series.burn is None:
-            continue
-        task = series.burn.depth_task
-        for image_index, image in enumerate(series.burn.images, start=1):
-            probabilities = np.clip(np.asarray(image.depth_probabilities, dtype=np.float64), 0.0, 1.0)
-            if probabilities.shape != (len(task.labels),) or not np.all(np.isfinite(probabilities)):
-                raise ReportBuildError(
-                    f"study {analysis.study.ref}: burn depth probabilities of series #{series_index} do not match "
-                    f"its {len(task.labels)} depth classes"
-                )
-            depth = task.labels[int(np.argmax(probabilities))].code
-            measurements = [
-                BurnMeasurement(coding.probability_concept(label.code), stored_percent(p), zero_shot)
-                for label, p in zip(task.labels, probabilities)
-            ]
-            evaluations: list[tuple[Code, Code]] = [(coding.BURN_DEPTH, depth)]
-            wound = image.wound_map
-            if wound.measured and wound.wound_percent_of_skin is not None:
-                measurements.append(
-                    BurnMeasurement(coding.SKIN_AREA, round(float(wound.skin_percent_of_image), PERCENT_DECIMALS), colour_map)
-                )
-                measurements.append(
-                    BurnMeasurement(coding.WOUND_AREA, round(float(wound.wound_percent_of_skin), PERCENT_DECIMALS), colour_map)
-                )
-                measurements.extend(
-                    BurnMeasurement(coding.area_concept(area.concept), round(area.percent_of_skin, PERCENT_DECIMALS), colour_map)
-                    for area in wound.classes
-                )
-            else:
-                evaluations.append((coding.WOUND_AREA, coding.NOT_MEASURED))
-            region = image.region
-            if region is not None and region.share_percent is not None:
-                rule = coding.as_code(coding.tbsa_method(region.share_rule))
-                measurements.append(BurnMeasurement(coding.REGION_SHARE, round(region.share_percent, PERCENT_DECIMALS), rule))
-                if image.tbsa.percent is not None:
-                    measurements.append(
-                        BurnMeasurement(coding.TBSA_ESTIMATE, round(image.tbsa.percent, PERCENT_DECIMALS), rule)
-                    )
-            if image.tbsa.percent is None:
-                evaluations.append((coding.TBSA_ESTIMATE, coding.NOT_ESTIMABLE))
-            evaluations.extend((flag.concept, _FLAG_VALUE_CODES[flag.value.value]) for flag in image.flags)
-            groups.append(
-                BurnGroupFindings(
-                    tracking_identifier=_burn_tracking_identifier(series_index, image_index, series),
-                    source_image=_burn_source(image.source),
-                    finding_site=region.site if region is not None else None,
-                    laterality=coding.LATERALITY.get(region.laterality) if region is not None else None,
-                    depth=depth,
-                    measurements=tuple(measurements),
-                    evaluations=tuple(evaluations),
-                    algorithm_name=analysis.model.name,
-                    algorithm_version=analysis.model.version,
-                )
-            )
+    for found in analysis.specialists:
+        for group in found.groups:
+            where = f"study {analysis.study.ref}: specialist {found.specialist!r}, group {group.tracking_identifier!r}"
+            if not group.source_images:
+                raise ReportBuildError(f"{where}: names no source image")
+            if any(source.sop_instance_uid not in analysed for source in group.source_images):
+                raise ReportBuildError(f"{where}: cites an image that was not analysed")
+            groups.append(replace(group, source_images=tuple(_specialist_source(s) for s in group.source_images)))
     return tuple(groups)
 
 
-def _burn_narrative(analysis: StudyAnalysis) -> list[str]:
-    """How each burn number was obtained and the inputs of each flag (narrative TEXT items)."""
-    lines: list[str] = []
-    for series_index, series in enumerate(analysis.series, start=1):
-        if series.burn is None:
-            continue
-        lines.append(series.burn.depth_method)
-        for image_index, image in enumerate(series.burn.images, start=1):
-            where = _burn_tracking_identifier(series_index, image_index, series)
-            name, probability = series.burn.top(series.burn.depth_task, image.depth_probabilities)
-            lines.append(f"{where}: most probable burn depth {name} ({stored_percent(probability):.2f} %).")
-            if image.wound_map.measured:
-                lines.append(f"{where}: wound areas by {image.wound_map.note}. {WOUND_MAP_LIMITS}")
-            else:
-                lines.append(f"{where}: wound area not measured: {image.wound_map.note}.")
-            lines.append(f"{where}: %TBSA {image.tbsa.method}.")
-            for flag in image.flags:
-                lines.append(f"{where}: flag '{flag.concept.meaning}' {flag.value.value.upper()}; inputs: {flag.inputs}.")
-    return lines
-
-
-#: The known limits of the colour wound map, stated with every wound area.
-WOUND_MAP_LIMITS = (
-    "Limits: brown eschar on very dark skin and white eschar on very pale skin have nearly the skin's own colour "
-    "and are under-detected; skin-coloured objects are taken for skin; the photograph shows only part of the body."
-)
-
-
-def _burn_measurement_group(
-    findings: BurnGroupFindings, headers: dict[str, Dataset], where: str
+def _specialist_measurement_group(
+    findings: FindingGroup, headers: dict[str, Dataset], where: str
 ) -> MeasurementsAndQualitativeEvaluations:
-    """The TID 1501 measurement group of one burn photograph."""
+    """The TID 1501 measurement group of one specialist finding group."""
     sites = None
     if findings.finding_site is not None:
         sites = [
@@ -902,18 +794,21 @@ def _burn_measurement_group(
                 laterality=coding.coded(findings.laterality) if findings.laterality is not None else None,
             )
         ]
-    source = findings.source_image
-    available = int(headers[source.sop_instance_uid].get("NumberOfFrames") or 1)
-    if source.frame is not None and not 1 <= source.frame <= available:
-        raise ReportBuildError(f"{where}: the evaluated frame number is outside 1..{available}")
+    for source in findings.source_images:
+        available = int(headers[source.sop_instance_uid].get("NumberOfFrames") or 1)
+        if source.frame is not None and not 1 <= source.frame <= available:
+            raise ReportBuildError(f"{where}: the evaluated frame number is outside 1..{available}")
     return MeasurementsAndQualitativeEvaluations(
         tracking_identifier=TrackingIdentifier(uid=UID(), identifier=findings.tracking_identifier),
-        method=coding.BURN_METHOD,
+        method=coding.coded(findings.method),
         algorithm_id=AlgorithmIdentification(name=findings.algorithm_name, version=findings.algorithm_version),
         finding_sites=sites,
         measurements=[
             Measurement(
-                name=coding.coded(m.concept), value=m.percent, unit=coding.PERCENT, method=coding.coded(m.method)
+                name=coding.coded(m.concept),
+                value=m.value,
+                unit=coding.coded(m.unit),
+                method=coding.coded(m.method) if m.method is not None else None,
             )
             for m in findings.measurements
         ],
@@ -926,5 +821,6 @@ def _burn_measurement_group(
                 referenced_sop_instance_uid=source.sop_instance_uid,
                 referenced_frame_numbers=[source.frame] if source.frame is not None else None,
             )
+            for source in findings.source_images
         ],
     )

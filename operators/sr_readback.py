@@ -25,10 +25,8 @@ from pydicom.errors import InvalidDicomError
 from pydicom.sr.codedict import codes
 
 from operators import coding
-from operators.messages import ImageSource
+from operators.messages import FindingGroup, ImageSource, MeasuredValue
 from operators.sr_content import (
-    BurnGroupFindings,
-    BurnMeasurement,
     LabelProbability,
     ReportFindings,
     SeriesFindings,
@@ -131,51 +129,57 @@ def read_findings(path_or_dataset: str | os.PathLike | Dataset) -> ReportFinding
     narrative = [text for container in narrative_containers for text in _texts(container, coding.COMMENT)]
     groups = content.get_image_measurement_groups()
     return ReportFindings(
-        series=tuple(_series_findings(group, where) for group in groups if not _is_burn_group(group)),
+        series=tuple(_series_findings(group, where) for group in groups if _is_zero_shot_group(group)),
         evidence=frozenset(
             (str(sop_class_uid), str(sop_instance_uid))
             for _study, _series, sop_instance_uid, sop_class_uid in document.get_evidence()
         ),
         narrative=tuple(narrative),
-        burn=tuple(_burn_findings(group, where) for group in groups if _is_burn_group(group)),
+        specialist_groups=tuple(_specialist_group(group, where) for group in groups if not _is_zero_shot_group(group)),
     )
 
 
-def _is_burn_group(group: MeasurementsAndQualitativeEvaluations) -> bool:
-    """Whether a measurement group is a burn group (method 99BMCLIP BURN-ANALYSIS)."""
-    return group.method == coding.BURN_METHOD
+def _is_zero_shot_group(group: MeasurementsAndQualitativeEvaluations) -> bool:
+    """Whether a measurement group is a zero-shot series group (method 99BMCLIP ZERO-SHOT); others are a specialist's."""
+    return group.method == coding.ZERO_SHOT_METHOD
 
 
-def _burn_findings(group: MeasurementsAndQualitativeEvaluations, where: str) -> BurnGroupFindings:
-    """One burn measurement group as `BurnGroupFindings`."""
+def _specialist_group(group: MeasurementsAndQualitativeEvaluations, where: str) -> FindingGroup:
+    """One specialist measurement group as `FindingGroup`."""
     root = group[0]
-    evaluations = tuple(
-        (coding.as_code(item.name), coding.as_code(item.value)) for item in group.get_qualitative_evaluations()
-    )
-    depth = [value for name, value in evaluations if name == coding.BURN_DEPTH]
     names = _texts(root, CodedConcept.from_code(codes.DCM.AlgorithmName))
     versions = _texts(root, CodedConcept.from_code(codes.DCM.AlgorithmVersion))
-    if len(depth) != 1 or len(names) != 1 or len(versions) != 1 or len(group.source_images) != 1:
+    if group.method is None or len(names) != 1 or len(versions) != 1 or not group.source_images:
         raise ReportReadError(
-            f"{where}: a burn measurement group needs one burn depth, one algorithm name and version and one source image"
+            f"{where}: a specialist measurement group needs a method, one algorithm name and version and a source image"
         )
-    image = group.source_images[0]
-    frames = image.referenced_frame_numbers
     sites = group.finding_sites
     site = sites[0] if sites else None
-    return BurnGroupFindings(
+    return FindingGroup(
         tracking_identifier=str(group.tracking_identifier or ""),
-        source_image=ImageSource(
-            str(image.referenced_sop_class_uid), str(image.referenced_sop_instance_uid), int(frames[0]) if frames else None
+        method=coding.as_code(group.method),
+        source_images=tuple(
+            ImageSource(
+                str(image.referenced_sop_class_uid),
+                str(image.referenced_sop_instance_uid),
+                int(image.referenced_frame_numbers[0]) if image.referenced_frame_numbers else None,
+            )
+            for image in group.source_images
         ),
-        finding_site=coding.as_code(site.value) if site is not None else None,
-        laterality=coding.as_code(site.laterality) if site is not None and site.laterality is not None else None,
-        depth=depth[0],
         measurements=tuple(
-            BurnMeasurement(coding.as_code(m.name), float(m.value), coding.as_code(m.method))
+            MeasuredValue(
+                coding.as_code(m.name),
+                float(m.value),
+                coding.as_code(m.unit),
+                coding.as_code(m.method) if m.method is not None else None,
+            )
             for m in group.get_measurements()
         ),
-        evaluations=evaluations,
+        evaluations=tuple(
+            (coding.as_code(item.name), coding.as_code(item.value)) for item in group.get_qualitative_evaluations()
+        ),
         algorithm_name=names[0],
         algorithm_version=versions[0],
+        finding_site=coding.as_code(site.value) if site is not None else None,
+        laterality=coding.as_code(site.laterality) if site is not None and site.laterality is not None else None,
     )

@@ -9,7 +9,6 @@ from pathlib import Path
 from holoscan.core import Operator, OperatorSpec
 from pydicom.uid import generate_uid
 
-from operators.burn_analysis import burn_summary
 from operators.dicom_output import write_dataset_atomically
 from operators.clinical_context import analysed_input_files
 from operators.messages import (
@@ -25,7 +24,7 @@ from operators.messages import (
 from operators.output_identity import report_identity
 from common.product import MANUFACTURER, MODEL_NAME, SOFTWARE_VERSION
 from operators.result_json import write_result_json
-from operators.sr_content import DeviceIdentity, build_report
+from operators.sr_content import DeviceIdentity, build_report, report_findings
 from operators.study_batch import advance
 from operators.study_captures import build_study_captures, write_study_captures
 
@@ -56,6 +55,8 @@ def write_study_report(
     report = build_report(
         analysis, device=device, complete=analysis.left_out == 0, extra_text=analysis.clinical_context, identity=identity
     )
+    # The JSON results are the same findings the SR holds (computed the same way, from the same analysis).
+    written = report_findings(analysis, extra_text=analysis.clinical_context)
     captures = build_study_captures(analysis, device, identity)  # viewable images, built before anything is written
     ref = analysis.study.ref
     name = f"SR-{ref}.dcm"
@@ -63,9 +64,9 @@ def write_study_report(
     for path, capture in zip(write_study_captures(captures, output_dir, ref), captures):
         outputs.append(OutputFile(path, OutputKind.CAPTURE, document_of(capture)))
     if results_json_dir is not None:
-        outputs.append(OutputFile(write_result_json(analysis, results_json_dir, name), OutputKind.RESULTS_JSON))
+        outputs.append(OutputFile(write_result_json(analysis, written, results_json_dir, name), OutputKind.RESULTS_JSON))
     findings = [FindingSummary(s.selection.selection_name, f"{s.top_label} {s.top_probability:.0%}") for s in analysis.series]
-    findings.extend(burn_summary(analysis))
+    findings.extend(line for found in analysis.specialists for line in found.summary)
     shown = "; ".join(f"{f.selection}: {f.text}" for f in findings[:SUMMARY_LINES_LOGGED]) + (
         f"; and {len(findings) - SUMMARY_LINES_LOGGED} more" if len(findings) > SUMMARY_LINES_LOGGED else ""
     )

@@ -1,8 +1,8 @@
 """The viewable images (Secondary Captures) of a study: which ones, built before anything is written.
 
-A study with burn photographs gets one burn overlay per analysed photograph (the image the burn
-specialist rendered); any other analysed study gets one findings capture (its most probable image
-with the findings beside it, `operators.findings_capture`). All captures of a study share one new
+A study for which a specialist rendered captures (the burn specialist: one overlay per analysed
+photograph) gets those; any other analysed study gets one findings capture (its most probable image
+with the findings, the specialists' summary lines included, beside it, `operators.findings_capture`). All captures of a study share one new
 series. They are built in memory first, so a study whose capture cannot be made fails before any
 of its outputs is written, and are then written as `SC-<study ref>-<n>.dcm` (no identifiers in
 the name).
@@ -16,40 +16,33 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import generate_uid
 
-from common.product import (
-    BURN_CAPTURE_SERIES_DESCRIPTION,
-    FINDINGS_CAPTURE_SERIES_DESCRIPTION,
-    UNTRAINED_SUFFIX,
-)
+from common.product import FINDINGS_CAPTURE_SERIES_DESCRIPTION, UNTRAINED_SUFFIX
 from operators.dicom_output import write_dataset_atomically
 from operators.dicom_read import read_dataset
 from operators.findings_capture import render_findings_capture
-from operators.messages import ImageSource, SeriesAnalysis, StudyAnalysis
+from operators.messages import ImageSource, StudyAnalysis
 from operators.output_identity import ReportIdentity, report_identity
 from operators.secondary_capture import CaptureBuildError, build_secondary_capture
 from operators.sr_content import DeviceIdentity
 
-BURN_SERIES_DESCRIPTION = BURN_CAPTURE_SERIES_DESCRIPTION
 FINDINGS_SERIES_DESCRIPTION = FINDINGS_CAPTURE_SERIES_DESCRIPTION
-
-BURN_DERIVATION = (
-    "Burn photograph with the burn specialist's colour wound map (per-class tint and outline) and, beside it, "
-    "the burn depth probabilities, wound areas, region, %TBSA estimate, flags and model."
-)
 FINDINGS_DERIVATION = (
     "The analysed image that most supports the study's strongest zero-shot finding, with every analysed "
     "series' top labels and probabilities and the model."
 )
 
 
-def _source_header(study_ref: str, series: SeriesAnalysis, source: ImageSource) -> Dataset:
-    for instance in series.selection.series.instances:
-        if instance.sop_instance_uid == source.sop_instance_uid:
-            try:
-                return read_dataset(instance.path, stop_before_pixels=True)
-            except (InvalidDicomError, OSError, EOFError, ValueError) as exc:
-                raise CaptureBuildError(f"study {study_ref}: cannot read {instance.path} again: {exc}") from exc
-    raise CaptureBuildError(f"study {study_ref}: an analysed image is not one of the instances of its series")
+def _source_header(analysis: StudyAnalysis, source: ImageSource) -> Dataset:
+    """The header of the analysed instance a capture was made from (read again, without pixels)."""
+    ref = analysis.study.ref
+    for series in analysis.series:
+        for instance in series.selection.series.instances:
+            if instance.sop_instance_uid == source.sop_instance_uid:
+                try:
+                    return read_dataset(instance.path, stop_before_pixels=True)
+                except (InvalidDicomError, OSError, EOFError, ValueError) as exc:
+                    raise CaptureBuildError(f"study {ref}: cannot read {instance.path} again: {exc}") from exc
+    raise CaptureBuildError(f"study {ref}: a specialist's capture was made from an image that is not one of the study's analysed instances")
 
 
 def build_study_captures(
@@ -63,25 +56,19 @@ def build_study_captures(
     suffix = UNTRAINED_SUFFIX if untrained else ""
     series_uid = generate_uid()
     common = dict(study_ref=ref, identity=identity, device=device, series_instance_uid=series_uid, untrained=untrained)
-    burns = [
-        (series, found)
-        for series in analysis.series
-        if series.burn is not None
-        for found in series.burn.images
-        if found.overlay is not None
-    ]
-    if burns:
+    rendered = [capture for found in analysis.specialists for capture in found.captures]
+    if rendered:
         return [
             build_secondary_capture(
-                found.overlay,
-                source_header=_source_header(ref, series, found.source),
-                source=found.source,
+                capture.pixels,
+                source_header=_source_header(analysis, capture.source),
+                source=capture.source,
                 instance_number=number,
-                series_description=BURN_SERIES_DESCRIPTION + suffix,
-                derivation=BURN_DERIVATION,
+                series_description=capture.series_description + suffix,
+                derivation=capture.derivation,
                 **common,
             )
-            for number, (series, found) in enumerate(burns, start=1)
+            for number, capture in enumerate(rendered, start=1)
         ]
     pixels, _series, image, header = render_findings_capture(analysis)
     return [

@@ -20,8 +20,8 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, VLPhotographicImageStorage, generate_uid
 
-from operators.burn_config import load_burn_config
-from operators.wound_colour import FIRST_WOUND_LABEL, NOT_SKIN, SKIN
+from operators.specialists.burn.config import load_burn_config
+from operators.specialists.burn.wound_colour import FIRST_WOUND_LABEL, NOT_SKIN, SKIN
 from tests.fixtures_dicom import set_attributes
 
 #: Approximate skin colours (sRGB) of Fitzpatrick types I-VI.

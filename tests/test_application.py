@@ -25,6 +25,7 @@ from pydicom.uid import JPEGBaseline8Bit
 from app.cli import EXIT_CANNOT_START, EXIT_OK, EXIT_STUDY_FAILED, map_main
 from app.sample_studies import build_sample_studies
 from operators.sr_readback import read_findings
+from operators.result_json import findings_document
 from tests.dicom_validation import run_dciodvfy
 from tests.fixtures_dicom import image_dataset, write_dataset
 
@@ -96,14 +97,13 @@ def test_sr_reads_back_into_the_findings_that_were_written(sample_run, samples):
         assert report.VerificationFlag == "UNVERIFIED"
         written = json.loads((json_dir / f"{report_path.stem[3:]}.json").read_text())
         findings = read_findings(report_path)
-        assert len(findings.series) == len(written["series"]) == 1
-        series, expected = findings.series[0], written["series"][0]
+        assert findings_document(findings) == written["findings"], "the JSON results are the findings the SR holds"
+        assert len(findings.series) == len(written["findings"]["series"]) == 1
+        series = findings.series[0]
         assert series.algorithm_name == written["model"]["name"]
         assert series.algorithm_version == written["model"]["version"]
         read_percent = [p.percent for p in series.probabilities]
-        assert read_percent == pytest.approx([100 * v for v in expected["probabilities"].values()], abs=0.011)
-        top_index = int(np.argmax(list(expected["probabilities"].values())))
-        assert series.probabilities[top_index].percent == max(read_percent)
+        assert sum(read_percent) == pytest.approx(100, abs=0.05)
         assert any("AI-generated" in line and "clinician review" in line for line in findings.narrative)
         assert any("UNTRAINED" in line for line in findings.narrative), "an untrained model must be stated in the SR"
         assert written["meaningful"] is False
@@ -116,7 +116,7 @@ def test_a_standard_sr_viewer_shows_every_value_with_its_label(sample_run):
         html = subprocess.run(["dsr2html", str(report)], capture_output=True, text=True, check=True, timeout=60).stdout
         findings = read_findings(report)
         measurements = [(p.concept.meaning, p.percent) for s in findings.series for p in s.probabilities]
-        measurements += [(m.concept.meaning, m.percent) for b in findings.burn for m in b.measurements]
+        measurements += [(m.concept.meaning, m.value) for g in findings.specialist_groups for m in g.measurements]
         assert measurements, report.name
         for meaning, percent in measurements:
             shown = re.findall(rf"<b>{re.escape(meaning)}:</b><br>\s*<span[^>]*>([0-9.]+) %</span>", html)

@@ -14,8 +14,8 @@ import cv2
 import numpy as np
 import pytest
 
-from operators.burn_config import load_burn_config
-from operators.wound_colour import FIRST_WOUND_LABEL, WoundMapError, map_wounds
+from operators.specialists.burn.config import load_burn_config
+from operators.specialists.burn.wound_colour import FIRST_WOUND_LABEL, WoundMapError, map_wounds
 from tests.fixtures_burn import BURN_SCENES, HEALTHY_SCENES, burn_scene
 
 SETTINGS = load_burn_config().colour

@@ -14,10 +14,10 @@ import pytest
 from pydicom.dataset import Dataset
 
 from operators import coding
-from operators.burn_config import BurnConfigError, load_burn_config
-from operators.burn_flags import NOT_ASSESSED, burn_flags
-from operators.messages import FlagValue, TbsaEstimate
-from operators.tbsa import NOT_ESTIMABLE, estimate_tbsa, imaged_region
+from operators.specialists.burn.config import BurnConfigError, load_burn_config
+from operators.specialists.burn.flags import NOT_ASSESSED, burn_flags
+from operators.specialists.burn.findings import FlagValue, TbsaEstimate
+from operators.specialists.burn.tbsa import NOT_ESTIMABLE, estimate_tbsa, imaged_region
 
 CONFIG = load_burn_config()
 KEYS = [c.key for c in CONFIG.depth.classes]

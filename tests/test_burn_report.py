@@ -20,14 +20,15 @@ from pydicom.data import get_testdata_file
 
 from common.configuration import CONFIG_DIR
 from operators import coding
-from operators.burn_analysis import analyse_photograph
-from operators.burn_config import load_burn_config
-from operators.burn_depth import depth_method
+from operators.specialists.burn.analysis import analyse_photograph
+from operators.specialists.burn.config import load_burn_config
+from operators.specialists.burn.depth import depth_method
+from operators.specialists.burn.findings import BurnFindings, BurnImageFindings
+from operators.specialists.burn.report import AnalysedBurnSeries, burn_specialist_findings
 from operators.capture_layout import AI_BANNER_COLOURS, BANNER_HEIGHT, UNTRAINED_BANNER_COLOURS
 from operators.dicom_output import write_dataset_atomically
 from common.model_identity import ModelIdentity
 from operators.messages import (
-    BurnFindings,
     ImageFindings,
     ImageSource,
     InstanceFile,
@@ -61,9 +62,9 @@ def instance_of(path: Path) -> tuple[pydicom.Dataset, InstanceFile]:
     return header, InstanceFile(path, header.SOPClassUID, header.SOPInstanceUID, header.file_meta.TransferSyntaxUID)
 
 
-def burn_study(
+def burn_study_and_photograph(
     tmp_path: Path, pixels: np.ndarray, depth: list[float], *, status: str = "untrained", config=CONFIG, **anatomy
-) -> StudyAnalysis:
+) -> tuple[StudyAnalysis, BurnImageFindings]:
     """A one-photograph study whose burn findings come from the real analysis with the given depth probabilities."""
     path = write_dataset(tmp_path / "in" / "photo.dcm", burn_photo_dataset(pixels, **anatomy))
     header, instance = instance_of(path)
@@ -75,8 +76,15 @@ def burn_study(
     analysed = SeriesAnalysis(SelectedSeries("burn_photograph", series), task, [image], task_probabilities, "colour (RGB)")
     identity = model(status)
     found = analyse_photograph(analysed, image, np.asarray(depth, np.float32), config, identity)
-    analysed.burn = BurnFindings(CONFIG.depth.task, [found], depth_method(CONFIG.depth.task))
-    return StudyAnalysis(study=study, series=[analysed], model=identity, backend="onnxruntime-cpu")
+    burn = BurnFindings(CONFIG.depth.task, [found], depth_method(CONFIG.depth.task))
+    analysis = StudyAnalysis(study=study, series=[analysed], model=identity, backend="onnxruntime-cpu")
+    analysis.specialists.append(burn_specialist_findings([AnalysedBurnSeries(1, analysed, burn)], identity))
+    return analysis, found
+
+
+def burn_study(tmp_path: Path, pixels: np.ndarray, depth: list[float], **options) -> StudyAnalysis:
+    """A one-photograph study with the burn specialist's findings."""
+    return burn_study_and_photograph(tmp_path, pixels, depth, **options)[0]
 
 
 def assert_valid(path: Path) -> None:
@@ -90,29 +98,28 @@ def photo() -> np.ndarray:
 
 
 def test_burn_group_validates_and_reads_back_what_was_written(tmp_path, photo):
-    analysis = burn_study(tmp_path, photo, [0.05, 0.1, 0.2, 0.25, 0.4])
+    analysis, found = burn_study_and_photograph(tmp_path, photo, [0.05, 0.1, 0.2, 0.25, 0.4])
     path = write_dataset_atomically(build_report(analysis, device=DEVICE), tmp_path / "out", "SR-st-burn0001.dcm")
     assert_valid(path)
     written = report_findings(analysis)
     assert read_findings(path) == written
 
-    (group,) = written.burn
+    (group,) = written.specialist_groups
+    evaluations = dict(group.evaluations)
     assert group.finding_site == coding.Code("SCT", "14975008", "Forearm")
     assert group.laterality == coding.Code("SCT", "7771000", "Left")
-    assert group.depth == coding.Code("SCT", "403192003", "Full thickness burn of skin")
+    assert evaluations[coding.BURN_DEPTH] == coding.Code("SCT", "403192003", "Full thickness burn of skin")
     concepts = [m.concept for m in group.measurements]
     assert concepts[: len(KEYS)] == [coding.probability_concept(c.code) for c in CONFIG.depth.classes]
-    assert [m.percent for m in group.measurements[: len(KEYS)]] == [5.0, 10.0, 20.0, 25.0, 40.0]
+    assert [m.value for m in group.measurements[: len(KEYS)]] == [5.0, 10.0, 20.0, 25.0, 40.0]
     by_concept = {m.concept: m for m in group.measurements}
-    wound = analysis.series[0].burn.images[0].wound_map
-    assert by_concept[coding.WOUND_AREA].percent == round(wound.wound_percent_of_skin, 2)
+    wound = found.wound_map
+    assert by_concept[coding.WOUND_AREA].value == round(wound.wound_percent_of_skin, 2)
     assert by_concept[coding.WOUND_AREA].method == coding.as_code(coding.COLOUR_WOUND_MAP)
     for cls in CONFIG.colour.classes:
         assert coding.area_concept(cls.code) in by_concept
-    assert by_concept[coding.REGION_SHARE].percent == 3.0
+    assert by_concept[coding.REGION_SHARE].value == 3.0
     assert by_concept[coding.TBSA_ESTIMATE].method == coding.as_code(coding.LUND_BROWDER)
-    evaluations = dict(group.evaluations)
-    assert evaluations[coding.BURN_DEPTH] == group.depth
     assert evaluations[coding.FLAG_SURGICAL] == coding.YES  # 0.25 + 0.40 ≥ 0.5
     assert evaluations[coding.FLAG_SPECIAL_AREA] == coding.NO
     assert evaluations[coding.FLAG_REFERRAL] == coding.NO  # P(full) 0.4 < 0.5, partial 0.45 < 0.5, forearm
@@ -141,7 +148,7 @@ def test_greyscale_photograph_without_anatomy_says_not_measured_and_not_estimabl
     assert_valid(path)
     findings = read_findings(path)
     assert findings == report_findings(analysis)
-    (group,) = findings.burn
+    (group,) = findings.specialist_groups
     evaluations = dict(group.evaluations)
     assert evaluations[coding.WOUND_AREA] == coding.NOT_MEASURED
     assert evaluations[coding.TBSA_ESTIMATE] == coding.NOT_ESTIMABLE
@@ -156,8 +163,7 @@ def test_a_photograph_above_the_size_limit_is_not_decoded_and_says_why(tmp_path,
     monkeypatch.setattr(
         "operators.pixel_data.read_pixels", lambda instance: pytest.fail("a photograph above the limit must not be decoded")
     )
-    analysis = burn_study(tmp_path, photo, [0.2] * 5, config=limited)
-    found = analysis.series[0].burn.images[0]
+    analysis, found = burn_study_and_photograph(tmp_path, photo, [0.2] * 5, config=limited)
     assert not found.wound_map.measured and "colour.max_megapixels" in found.wound_map.note
     assert found.tbsa.percent is None and found.overlay is not None
     (capture,) = build_study_captures(analysis, DEVICE)
@@ -203,8 +209,8 @@ def test_trained_model_capture_has_no_untrained_banner(tmp_path, photo):
 
 def test_overlay_tints_the_wound_and_leaves_the_rest_of_the_photograph(tmp_path):
     scene = burn_scene(BURN_SCENES[0], seed=0)
-    analysis = burn_study(tmp_path, scene.rgb, [0.2] * 5)
-    overlay = analysis.series[0].burn.images[0].overlay
+    _analysis, found = burn_study_and_photograph(tmp_path, scene.rgb, [0.2] * 5)
+    overlay = found.overlay
     shown = overlay[2 * BANNER_HEIGHT : 2 * BANNER_HEIGHT + scene.rgb.shape[0], : scene.rgb.shape[1]]
     assert shown.shape == scene.rgb.shape
     background = scene.truth == 0

@@ -21,7 +21,7 @@ from pydicom.data import get_testdata_file
 from app.cli import EXIT_OK, map_main
 from app.sample_studies import build_sample_studies
 from operators import coding
-from operators.burn_config import load_burn_config
+from operators.specialists.burn.config import load_burn_config
 from operators.sr_readback import read_findings
 from tests.dicom_validation import run_dciodvfy
 from tests.fixtures_burn import BURN_SCENES, burn_photo_dataset, burn_scene
@@ -69,8 +69,8 @@ def burn_run(tmp_path_factory, tiny_model_dir):
 
 def burn_group(outputs, study):
     findings = read_findings(outputs[study]["SR"])
-    assert len(findings.burn) == 1, f"{study}: one burn group expected"
-    return findings, findings.burn[0], dict(findings.burn[0].evaluations)
+    assert len(findings.specialist_groups) == 1, f"{study}: one burn group expected"
+    return findings, findings.specialist_groups[0], dict(findings.specialist_groups[0].evaluations)
 
 
 def test_every_study_gets_a_valid_sr_and_secondary_capture(burn_run):
@@ -89,8 +89,8 @@ def test_the_burn_sample_has_its_burn_group_and_overlay(burn_run):
     findings, group, evaluations = burn_group(outputs, "sample")
     assert group.finding_site == coding.Code("SCT", "14975008", "Forearm")
     assert group.laterality == coding.Code("SCT", "7771000", "Left")
-    assert group.depth in DEPTH_CODES and evaluations[coding.BURN_DEPTH] == group.depth
-    measured = {m.concept: m.percent for m in group.measurements}
+    assert evaluations[coding.BURN_DEPTH] in DEPTH_CODES
+    measured = {m.concept: m.value for m in group.measurements}
     assert 5.0 < measured[coding.WOUND_AREA] < 30.0, "the sample's burn covers a visible part of the forearm"
     assert sum(v for c, v in measured.items() if c.value.startswith("P-")) == pytest.approx(100.0, abs=0.05)
     assert measured[coding.TBSA_ESTIMATE] == pytest.approx(3.0 * measured[coding.WOUND_AREA] / 100, abs=0.01)
@@ -123,13 +123,13 @@ def test_bad_photographs_get_a_clear_outcome_in_the_report(burn_run, study, reas
     assert evaluations[coding.WOUND_AREA] == coding.NOT_MEASURED
     assert evaluations[coding.TBSA_ESTIMATE] == coding.NOT_ESTIMABLE
     assert any(reason in line for line in findings.narrative), findings.narrative
-    assert group.depth in DEPTH_CODES, "the depth is still given: it needs no colour"
+    assert evaluations[coding.BURN_DEPTH] in DEPTH_CODES, "the depth is still given: it needs no colour"
 
 
 def test_series_of_other_selections_pass_through_untouched(burn_run):
     _, outputs, _ = burn_run
     findings = read_findings(outputs["ct"]["SR"])
-    assert findings.burn == () and len(findings.series) == 1
+    assert findings.specialist_groups == () and len(findings.series) == 1
     assert "findings" in pydicom.dcmread(outputs["ct"]["SC"], stop_before_pixels=True).SeriesDescription.lower()
 
 

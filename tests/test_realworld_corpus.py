@@ -92,7 +92,7 @@ def test_only_original_acquisitions_are_analysed(corpus_run):
         }
         assert evaluated_series == study.analysed_series, name
     findings = read_findings(reports_of(corpus_run, "dose-report-beside-ct")[0])
-    assert findings.burn == (), "a dose-report screen save is never taken for a burn photograph"
+    assert findings.specialist_groups == (), "a dose-report screen save is never taken for a burn photograph"
     log = corpus_run["log"]
     assert "left out of analysis: a derived image (Image Type DERIVED)" in log
     assert "Conversion Type WSD" in log
@@ -205,7 +205,7 @@ def test_a_study_sent_again_with_our_results_is_not_reanalysed_and_supersedes_th
     evaluated = {s.SeriesInstanceUID for item in written.CurrentRequestedProcedureEvidenceSequence for s in item.ReferencedSeriesSequence}
     assert evaluated == {series}, "our earlier capture is not analysed"
     findings = read_findings(report)
-    assert findings.burn == () and len(findings.series) == 1
+    assert findings.specialist_groups == () and len(findings.series) == 1
     earlier = pydicom.dcmread(next(p for p in first if p.name.startswith("SR-")), stop_before_pixels=True)
     (predecessors,) = written.PredecessorDocumentsSequence
     assert predecessors.StudyInstanceUID == study

@@ -69,7 +69,7 @@ def node_configuration(config: NodeConfig) -> ProductConfiguration:
     defaults = RunSettings(input_path=Path("."), output_path=Path("."), models_path=p.models, work_dir=config.work_dir)
     return load_product_configuration(
         selection_rules=p.rules or defaults.selection_rules, tasks=p.tasks or defaults.tasks,
-        preprocessing=defaults.preprocessing, burn=defaults.burn_config,
+        preprocessing=defaults.preprocessing, specialist_files={"burn": defaults.burn_config},
     )
 
 

@@ -3,15 +3,15 @@
 For each analysed photograph of such a series:
 
 1. depth: zero-shot probabilities of the configured depth classes from the image embedding the
-   inference step already computed (`operators.burn_depth`);
+   inference step already computed (`operators.specialists.burn.depth`);
 2. wound map: the photograph's pixels are read again (`operators.pixel_data.read_pixels`),
    reduced at once to a display copy (long side ≤ `display_max_side`) so the full-size array is
    released, and colour-analysed on a copy of long side ≤ `analysis_max_side`
-   (`operators.wound_colour`);
-3. region and %TBSA from the header (`operators.tbsa`), flags (`operators.burn_flags`);
-4. the overlay image for the Secondary Capture (`operators.burn_overlay`).
+   (`operators.specialists.burn.wound_colour`);
+3. region and %TBSA from the header (`operators.specialists.burn.tbsa`), flags (`operators.specialists.burn.flags`);
+4. the overlay image for the Secondary Capture (`operators.specialists.burn.overlay`).
 
-Series of other selections pass through untouched. A photograph that cannot be colour-analysed
+Series of other selections are not burn photographs and get no burn findings. A photograph that cannot be colour-analysed
 (greyscale, too small, too large to decode, no skin in view) still gets its depth, flags and a
 capture, with the reason in place of the wound map.
 """
@@ -30,25 +30,17 @@ from engines.base import InferenceBackend
 from engines.text_cache import TextEmbeddingCache
 from engines.tokenizer import TextTokenizer
 from operators import pixel_data
-from operators.burn_config import BurnConfig, ColourSettings
-from operators.burn_depth import depth_class_embeddings, depth_method, depth_probabilities
-from operators.burn_flags import burn_flags
-from operators.burn_overlay import render_burn_capture
+from operators.specialists.burn.config import BurnConfig, ColourSettings
+from operators.specialists.burn.depth import depth_class_embeddings, depth_method, depth_probabilities
+from operators.specialists.burn.flags import burn_flags
+from operators.specialists.burn.overlay import render_burn_capture
 from operators.capture_layout import fit_for_display
 from common.model_identity import ModelIdentity
-from operators.messages import (
-    BurnFindings,
-    BurnImageFindings,
-    FindingSummary,
-    ImageFindings,
-    InstanceFile,
-    SeriesAnalysis,
-    StudyAnalysis,
-    WoundArea,
-    WoundMapSummary,
-)
-from operators.tbsa import estimate_tbsa, imaged_region
-from operators.wound_colour import WoundMap, downscale, map_wounds
+from operators.messages import ImageFindings, InstanceFile, SeriesAnalysis, StudyAnalysis
+from operators.specialists.burn.findings import BurnFindings, BurnImageFindings, WoundArea, WoundMapSummary
+from operators.specialists.burn.report import AnalysedBurnSeries
+from operators.specialists.burn.tbsa import estimate_tbsa, imaged_region
+from operators.specialists.burn.wound_colour import WoundMap, downscale, map_wounds
 
 logger = logging.getLogger("biomedclip_map.burn_specialist")
 
@@ -198,17 +190,18 @@ def analyse_photograph(
     return findings
 
 
-def add_burn_findings(
+def burn_findings(
     analysis: StudyAnalysis,
     *,
     backend: InferenceBackend,
     tokenizer: TextTokenizer,
     cache: TextEmbeddingCache,
     config: BurnConfig,
-) -> StudyAnalysis:
-    """Set `series.burn` on every series of a burn selection of the study; other series are untouched."""
+) -> list[AnalysedBurnSeries]:
+    """The burn findings of every analysed series of a burn selection of the study (others: none)."""
     task = config.depth.task
-    for series in analysis.series:
+    analysed = []
+    for series_index, series in enumerate(analysis.series, start=1):
         if series.selection.selection_name not in config.selections or not series.images:
             continue
         classes = depth_class_embeddings(backend, tokenizer, task, cache)
@@ -217,7 +210,7 @@ def add_burn_findings(
             analyse_photograph(series, image, probabilities[index], config, analysis.model)
             for index, image in enumerate(series.images)
         ]
-        series.burn = BurnFindings(depth_task=task, images=images, depth_method=depth_method(task))
+        analysed.append(AnalysedBurnSeries(series_index, series, BurnFindings(task, images, depth_method(task))))
         for number, found in enumerate(images, start=1):
             top, p = BurnFindings.top(task, found.depth_probabilities)
             wound = found.wound_map.wound_percent_of_skin
@@ -231,24 +224,4 @@ def add_burn_findings(
                 f"{found.tbsa.percent:.2f}%" if found.tbsa.percent is not None else "not estimable",
                 ", ".join(f"{f.concept.value.lower()}={f.value.value}" for f in found.flags),
             )
-    return analysis
-
-
-def burn_summary(analysis: StudyAnalysis) -> list[FindingSummary]:
-    """One finding line per analysed burn photograph, for the run's summary (no identifiers)."""
-    lines = []
-    for series in analysis.series:
-        if series.burn is None:
-            continue
-        for found in series.burn.images:
-            top, p = BurnFindings.top(series.burn.depth_task, found.depth_probabilities)
-            wound = found.wound_map.wound_percent_of_skin
-            raised = [f.concept.meaning.lower() for f in found.flags if f.value.value == "yes" and f.concept.value != "FLAG-REVIEW"]
-            text = (
-                f"burn depth {top} {p:.0%}, "
-                + (f"wound {wound:.1f}% of visible skin" if wound is not None else "wound not measured")
-                + (f", TBSA ~{found.tbsa.percent:.2f}%" if found.tbsa.percent is not None else "")
-                + (f", flags: {', '.join(raised)}" if raised else "")
-            )
-            lines.append(FindingSummary(series.selection.selection_name, text))
-    return lines
+    return analysed

@@ -21,8 +21,8 @@ from datetime import date
 from highdicom._standard_utils import get_anatomic_region_map
 from pydicom.dataset import Dataset
 
-from operators.burn_config import BodyRegion, TbsaSettings
-from operators.messages import FlagValue, ImagedRegion, TbsaEstimate
+from operators.specialists.burn.config import BodyRegion, TbsaSettings
+from operators.specialists.burn.findings import FlagValue, ImagedRegion, TbsaEstimate
 from common.codes import Code
 
 NOT_ESTIMABLE = "not estimable from this image"

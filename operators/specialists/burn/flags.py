@@ -21,8 +21,8 @@ from __future__ import annotations
 import numpy as np
 
 from operators import coding
-from operators.burn_config import DepthSettings, FlagSettings
-from operators.messages import BurnFlag, FlagValue, ImagedRegion, TbsaEstimate
+from operators.specialists.burn.config import DepthSettings, FlagSettings
+from operators.specialists.burn.findings import BurnFlag, FlagValue, ImagedRegion, TbsaEstimate
 
 NOT_ASSESSED = (
     "not assessed (a photograph cannot show them): electrical, chemical or inhalation injury, burns elsewhere "

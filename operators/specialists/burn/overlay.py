@@ -14,13 +14,13 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from operators.burn_config import ColourSettings
-from operators.burn_flags import NOT_ASSESSED
+from operators.specialists.burn.config import ColourSettings
+from operators.specialists.burn.flags import NOT_ASSESSED
 from operators.capture_layout import ACCENT_COLOUR, WARNING_COLOUR, PanelLine, compose_capture
 from common.model_identity import ModelIdentity
-from operators.messages import BurnFindings, BurnImageFindings, FlagValue
+from operators.specialists.burn.findings import BurnFindings, BurnImageFindings, FlagValue
 from common.zero_shot_tasks import ZeroShotTask
-from operators.wound_colour import FIRST_WOUND_LABEL, SKIN
+from operators.specialists.burn.wound_colour import FIRST_WOUND_LABEL, SKIN
 
 #: Opacity of the per-class tint.
 TINT_ALPHA = 0.35

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from operators.burn_config import ColourSettings
+from operators.specialists.burn.config import ColourSettings
 
 #: Label values of the wound map: 0 not skin, 1 normal skin, 2 + i the i-th configured wound class.
 NOT_SKIN = 0
