@@ -30,9 +30,12 @@ What is applied, and by what:
   are scrubbed by the PHIScrubber's `TextScrubber` (knowing the original study's identifiers),
   and its UIDs, names and dates are remapped by dicognito like the rest.
 
-Not applied: the Clean Pixel Data option. Instances whose Burned In Annotation or Recognizable
-Visual Features is YES are therefore not exported (one log line says so); the product's own SR has
-no pixels. Patient Identity Removed is YES and De-identification Method (Code Sequence) lists the
+Not applied: the Clean Pixel Data option. Instances whose pixels may show who the patient is
+(Burned In Annotation or Recognizable Visual Features YES, or a photograph that declares neither;
+the product's captures of such images declare YES) are therefore not exported (one log line each),
+and the exported files' references to them are removed; the exported SR says how many and why
+(`operators.withheld_instances`). The product's own SR has no pixels; its clinical-context line,
+which quotes the source's free text, is replaced by a sentence saying it is left out. Patient Identity Removed is YES and De-identification Method (Code Sequence) lists the
 profile and the options above in every exported file.
 """
 
@@ -58,8 +61,10 @@ from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence as DicomSequence
 
+from operators.clinical_context import CONTEXT_INTRO
 from operators.dicom_output import write_dataset_atomically
 from operators.phi_text import TextScrubber, identifiers_from_headers
+from operators.withheld_instances import Withheld, left_out_sentence, note_left_out, pixels_may_identify, remove_references
 
 logger = logging.getLogger("biomedclip_map.deid_export")
 
@@ -224,17 +229,36 @@ def _code(value: str, meaning: str) -> Dataset:
     return item
 
 
+#: Narrative lines of the product's SR that quote the source's free text (the clinical-context line).
+_QUOTED_SOURCE_TEXT = (CONTEXT_INTRO,)
+#: What a quoted line becomes in the de-identified copy.
+QUOTED_TEXT_LEFT_OUT = (
+    "De-identified copy: the clinical context quoted from the study's DICOM header is left out of this copy."
+)
+
+
 def clean_structured_content(dataset: Dataset, scrubber: TextScrubber) -> dict[str, int]:
-    """Scrub every TEXT item (and text-valued attribute) inside the Content Sequence; return counts."""
+    """Clean every TEXT item inside the Content Sequence; return the scrubber's counts per category.
+
+    A line that quotes the source's free text (the clinical-context line, `_QUOTED_SOURCE_TEXT`)
+    is replaced by a sentence saying it is left out: scrubbing removes the identifiers it knows
+    of and patterns, not every identifying word someone typed. Every other text (the product's
+    own words about the analysis) is scrubbed all the same, for what it may quote.
+    """
     counts: dict[str, int] = {}
 
     def visit(items: Iterable[Dataset]) -> None:
         for item in items:
             if "TextValue" in item and item.TextValue:
-                result = scrubber.scrub(str(item.TextValue))
-                item.TextValue = result.text
-                for category, count in result.counts.items():
-                    counts[category] = counts.get(category, 0) + count
+                text = str(item.TextValue)
+                if text.startswith(_QUOTED_SOURCE_TEXT):
+                    item.TextValue = QUOTED_TEXT_LEFT_OUT
+                    counts["QUOTED_SOURCE_TEXT"] = counts.get("QUOTED_SOURCE_TEXT", 0) + 1
+                else:
+                    result = scrubber.scrub(text)
+                    item.TextValue = result.text
+                    for category, count in result.counts.items():
+                        counts[category] = counts.get(category, 0) + count
             if "ContentSequence" in item:
                 visit(item.ContentSequence)
 
@@ -329,14 +353,15 @@ def _apply_annex_e(dataset: Dataset, sop_class_uid: str, path: tuple[str, ...] =
 def deidentify_dataset(dataset: Dataset, anonymizer: Anonymizer, scrubber: TextScrubber, where: str) -> Dataset:
     """De-identify `dataset` in place (see the module docstring) and return it.
 
-    Raises DeidentificationError if the instance declares burned-in annotation or recognisable
-    visual features (this export does not clean pixel data).
+    Raises DeidentificationError if the instance's pixels may show who the patient is (burned-in
+    annotation or recognisable visual features declared, or a photograph that declares neither:
+    `operators.withheld_instances.pixels_may_identify`), since this export does not clean pixel data.
     """
-    for keyword in ("BurnedInAnnotation", "RecognizableVisualFeatures"):
-        if str(dataset.get(keyword, "") or "").strip().upper() == "YES":
-            raise DeidentificationError(
-                f"{where}: {keyword} is YES and this export does not clean pixel data; the instance is not exported"
-            )
+    withheld = pixels_may_identify(dataset)
+    if withheld is not None:
+        raise DeidentificationError(
+            f"{where}: {withheld[1]} and this export does not clean pixel data; the instance is not exported"
+        )
     sop_class_uid = str(dataset.SOPClassUID)
     options = [BASIC_PROFILE, MODIFIED_DATES]
     if "ContentSequence" in dataset:
@@ -400,33 +425,57 @@ def result_files(study_ref: str, outputs: Sequence[Path], output_dir: Path) -> l
     return files
 
 
+def _read(
+    study_ref: str, kind: str, paths: Sequence[Path], export: StudyExport, *, pixels: bool = True
+) -> list[tuple[str, Path, Dataset]]:
+    """The readable files of `paths`; each unreadable one is recorded in `export.left_out` by number
+    (file names may carry identifiers, so none is quoted)."""
+    read: list[tuple[str, Path, Dataset]] = []
+    for number, path in enumerate(paths, start=1):
+        try:
+            read.append((kind, path, pydicom.dcmread(path, stop_before_pixels=not pixels)))
+        except (InvalidDicomError, OSError, EOFError, ValueError) as exc:
+            export.left_out.append(f"study {study_ref}, {kind} file #{number}: cannot be read ({type(exc).__name__})")
+    return read
+
+
 def export_study(
     study_ref: str,
     results: Sequence[Path],
     inputs: Sequence[Path],
     export_dir: Path,
+    *,
+    other_inputs: Sequence[Path] = (),
 ) -> StudyExport:
     """Write de-identified copies of a study's results and inputs into `export_dir/<new study UID>/`.
 
     All files of the study share one anonymizer, so references between them (the SR's evidence
     and image library) point at the exported inputs' new UIDs. The scrubber for SR text knows the
-    identifiers of every original header. A file that cannot be exported is left out with a
-    reason; the others are still written.
+    identifiers of every original header. An instance whose pixels may show who the patient is
+    (`pixels_may_identify`) is left out with one reason, and every exported file loses its
+    references to it; an exported SR says how many it lost and why. `other_inputs` are analysed
+    inputs that are not exported: their headers are read only to find the ones withheld, so the
+    exported SR is the same whether or not the inputs are exported. A file that cannot be exported
+    is left out with a reason; the others are still written.
     """
     export = StudyExport()
-    originals: list[tuple[str, Path, Dataset]] = []
-    for kind, paths in (("result", results), ("input", inputs)):
-        for path in paths:
-            try:
-                originals.append((kind, path, pydicom.dcmread(path)))
-            except (InvalidDicomError, OSError, EOFError, ValueError) as exc:
-                export.left_out.append(f"{kind} {path.name}: cannot be read ({type(exc).__name__})")
+    originals = _read(study_ref, "result", results, export) + _read(study_ref, "input", inputs, export)
+    others = _read(study_ref, "analysed input", other_inputs, export, pixels=False)
     if not originals:
         return export
-    scrubber = TextScrubber(identifiers_from_headers(ds for _, _, ds in originals))
+    scrubber = TextScrubber(identifiers_from_headers(ds for _, _, ds in originals + others))
+    withheld: dict[str, Withheld] = {}
+    for _, _, dataset in originals + others:
+        verdict = pixels_may_identify(dataset)
+        if verdict is not None and "SOPInstanceUID" in dataset:
+            withheld[str(dataset.SOPInstanceUID)] = verdict[0]
     anonymizer = study_anonymizer()
     for index, (kind, path, dataset) in enumerate(originals, start=1):
         where = f"study {study_ref}, {kind} #{index}"
+        if str(dataset.get("SOPInstanceUID", "")) not in withheld:
+            found = remove_references(dataset, withheld)
+            if found and "ContentSequence" in dataset:
+                note_left_out(dataset, left_out_sentence(found))
         try:
             deidentify_dataset(dataset, anonymizer, scrubber, where)
         except DeidentificationError as exc:

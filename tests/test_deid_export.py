@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import date
 from pathlib import Path
 
@@ -251,3 +252,173 @@ def test_every_exported_file_is_valid_with_responsible_person_overlay_curve_priv
         assert "PatientBirthTime" not in ds and ds.PatientBirthDate == ""
         assert ds.PatientIdentityRemoved == "YES"
         assert b"Roe" not in path.read_bytes()
+
+
+# --------------------------------------------------------------------------- burned-in identity
+
+
+NAME_IN_PIXELS = "ROE^JANE MRN 4471"
+
+
+def burned_photograph(path: Path, study: Dataset, burned_in: str | None) -> Path:
+    """A visible-light photograph of `study` with the patient's name drawn into its pixels (PIL)."""
+    from PIL import Image, ImageDraw
+
+    canvas = Image.new("RGB", (160, 48), (200, 150, 130))
+    ImageDraw.Draw(canvas).text((4, 16), NAME_IN_PIXELS, fill=(0, 0, 0))
+    ds = image_dataset(modality="XC", rgb=True, rows=48, columns=160, study_uid=study.StudyInstanceUID, BurnedInAnnotation=burned_in)
+    ds.PixelData = np.asarray(canvas, dtype=np.uint8).tobytes()
+    for keyword in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "AccessionNumber"):
+        setattr(ds, keyword, study.get(keyword, ""))
+    ds.SeriesNumber = 7
+    return write_dataset(path, ds)
+
+
+def capture_of(source_path: Path, folder: Path, number: int) -> Path:
+    """The product's Secondary Capture made from `source_path`'s pixels, written as `SC-st-deid-<n>.dcm`."""
+    from operators.output_identity import report_identity
+    from operators.secondary_capture import build_secondary_capture
+
+    header = pydicom.dcmread(source_path)
+    pixels = header.pixel_array if header.SamplesPerPixel == 3 else np.zeros((64, 64, 3), np.uint8)
+    capture = build_secondary_capture(
+        np.ascontiguousarray(pixels, dtype=np.uint8),
+        study_ref="st-deid",
+        identity=report_identity(header),
+        source_header=header,
+        source=ImageSource(header.SOPClassUID, header.SOPInstanceUID),
+        device=DEVICE,
+        series_instance_uid=generate_uid(),
+        instance_number=number,
+        series_description="biomedclip-map findings",
+        derivation="The analysed image with the findings.",
+        untrained=False,
+    )
+    return write_dataset_atomically(capture, folder, f"SC-st-deid-{number}.dcm")
+
+
+def referenced_uids(ds: Dataset) -> set[str]:
+    return {str(e.value) for e in ds.iterall() if e.keyword == "ReferencedSOPInstanceUID"}
+
+
+def text_values(ds: Dataset) -> list[str]:
+    return [str(e.value) for e in ds.iterall() if e.keyword == "TextValue"]
+
+
+def image_library_groups(ds: Dataset) -> list[Dataset]:
+    library = next(i for i in ds.ContentSequence if i.ConceptNameCodeSequence[0].CodeValue == "111028")
+    return list(library.get("ContentSequence", []))
+
+
+def assert_valid_report(path: Path, dciodvfy) -> None:
+    import shutil
+    import subprocess
+
+    assert dciodvfy(path).errors == (), dciodvfy(path).output
+    if shutil.which("dsr2html") is None:
+        pytest.skip("dsr2html (DCMTK) is not installed")
+    html = subprocess.run(["dsr2html", str(path)], capture_output=True, text=True, timeout=60, check=False)
+    assert html.returncode == 0 and "<html" in html.stdout.lower(), html.stderr
+
+
+@pytest.fixture
+def burned_study(tmp_path, request):
+    """A CT and a burned-in photograph of one patient, the product's SR of both (with a clinical
+    context line that names the patient) and a capture of each, as the product writes them."""
+    (tmp_path / "in").mkdir()
+    ct = ct_small(tmp_path / "in" / "ct.dcm", PatientName="Roe^Jane")
+    study = pydicom.dcmread(ct)
+    photo = burned_photograph(tmp_path / "in" / "photo.dcm", study, request.param)
+    out = tmp_path / "out"
+    context = ("Clinical context from the study's DICOM header (identifiers removed, as entered at the source): "
+               "scald at home, seen with her daughter Maud at the Zqville clinic.",)
+    report = write_report(out, [[ct], [photo]], clinical_context=context)
+    captures = [capture_of(ct, out, 1), capture_of(photo, out, 2)]
+    return {"ct": ct, "photo": photo, "report": report, "captures": captures, "root": tmp_path}
+
+
+@pytest.mark.parametrize("burned_study", ["YES", None], ids=["declared", "photograph-not-declaring"], indirect=True)
+def test_a_photograph_with_burned_in_identity_and_its_capture_stay_out_and_the_sr_loses_its_references(burned_study, dciodvfy):
+    s = burned_study
+    ct_capture, photo_capture = (pydicom.dcmread(p) for p in s["captures"])
+    assert photo_capture.BurnedInAnnotation == "YES" and photo_capture.RecognizableVisualFeatures == "YES"
+    assert ct_capture.BurnedInAnnotation == "NO", "a CT that says nothing shows what the modality acquired"
+    assert np.array_equal(photo_capture.pixel_array, pydicom.dcmread(s["photo"]).pixel_array), "the capture copies the name"
+
+    export = export_study("st-deid", [s["report"], *s["captures"]], [s["ct"], s["photo"]], s["root"] / "deid")
+    assert len(export.left_out) == 2, export.left_out  # the photograph and its capture, one line each
+    assert all("BurnedInAnnotation" in reason and "not exported" in reason for reason in export.left_out)
+    assert sorted(p.name.split("-", 1)[0] for p in export.written) == ["IM", "SC", "SR"]
+    for path in export.written:
+        assert b"ROE" not in path.read_bytes().upper() and b"MAUD" not in path.read_bytes().upper()
+        if not path.name.startswith("SR-"):
+            assert dciodvfy(path).errors == (), f"{path.name}: {dciodvfy(path).output}"
+    exported = {str(pydicom.dcmread(p).SOPInstanceUID) for p in export.written}
+    ct_uid = str(pydicom.dcmread(next(p for p in export.written if p.name.startswith("IM-"))).SOPInstanceUID)
+
+    sr_path = next(p for p in export.written if p.name.startswith("SR-"))
+    sr = pydicom.dcmread(sr_path)
+    assert referenced_uids(sr) == {ct_uid} <= exported, "the SR references only what the export holds"
+    assert len(image_library_groups(sr)) == 1, "the photograph's library group goes with its entry"
+    evidence = sr.CurrentRequestedProcedureEvidenceSequence
+    assert [i.ReferencedSOPInstanceUID for st in evidence for se in st.ReferencedSeriesSequence for i in se.ReferencedSOPSequence] == [ct_uid]
+    texts = text_values(sr)
+    assert any(t.startswith("De-identified copy: 1 instance(s)") and "1 because of burned-in annotation" in t for t in texts)
+    assert not any("scald" in t or "Clinical context from" in t for t in texts), "no source free text (113104)"
+    assert any("clinical context quoted from the study's DICOM header is left out" in t for t in texts)
+    assert_valid_report(sr_path, dciodvfy)
+
+
+@pytest.mark.parametrize("burned_study", ["YES"], indirect=True)
+def test_the_sr_loses_the_same_references_when_the_inputs_are_not_exported(burned_study, dciodvfy):
+    s = burned_study
+    export = export_study("st-deid", [s["report"]], [], s["root"] / "deid", other_inputs=[s["ct"], s["photo"]])
+    assert export.left_out == [] and len(export.written) == 1
+    sr = pydicom.dcmread(export.written[0])
+    assert len(referenced_uids(sr)) == 1 and len(image_library_groups(sr)) == 1
+    assert any(t.startswith("De-identified copy: 1 instance(s)") for t in text_values(sr))
+    assert_valid_report(export.written[0], dciodvfy)
+
+
+def test_an_sr_whose_every_reference_is_withheld_is_still_valid(tmp_path, dciodvfy):
+    ct = ct_small(tmp_path / "ct.dcm")
+    photo = burned_photograph(tmp_path / "photo.dcm", pydicom.dcmread(ct), "YES")
+    report = write_report(tmp_path / "out", [[photo]])
+    export = export_study("st-deid", [report], [photo], tmp_path / "deid")
+    assert len(export.written) == 1 and len(export.left_out) == 1
+    sr = pydicom.dcmread(export.written[0])
+    assert referenced_uids(sr) == set() and "CurrentRequestedProcedureEvidenceSequence" not in sr
+    assert image_library_groups(sr) == [], "TID 1500's Image Library stays, empty"
+    assert_valid_report(export.written[0], dciodvfy)
+
+
+def test_recognizable_visual_features_are_left_out_too(tmp_path):
+    face = write_dataset(tmp_path / "f.dcm", image_dataset(BurnedInAnnotation="NO", RecognizableVisualFeatures="YES"))
+    export = export_study("st-f", [], [face], tmp_path / "deid")
+    assert export.written == [] and "RecognizableVisualFeatures is YES" in export.left_out[0]
+
+
+@pytest.mark.parametrize("burned_study", ["YES"], indirect=True)
+@pytest.mark.parametrize("include_inputs", [True, False], ids=["with-inputs", "results-only"])
+def test_each_left_out_instance_is_logged_once_by_study_ref(burned_study, include_inputs, caplog):
+    from app.run_records import export_deidentified
+    from app.settings import RunSettings
+    from operators.messages import OutcomeStatus, OutputFile, OutputKind, StudyOutcome
+
+    s = burned_study
+    root = s["root"]
+    settings = RunSettings(
+        input_path=root / "in", output_path=root / "out", models_path=root / "models", work_dir=root / "work",
+        deid_export_dir=root / "deid", deid_include_inputs=include_inputs,
+    )
+    outputs = [OutputFile(s["report"], OutputKind.REPORT)] + [OutputFile(p, OutputKind.CAPTURE) for p in s["captures"]]
+    outcome = StudyOutcome("st-deid", OutcomeStatus.REPORTED, outputs=outputs, analysed_inputs=[s["ct"], s["photo"]])
+    with caplog.at_level(logging.INFO, logger="biomedclip_map"):
+        written = export_deidentified([outcome], settings)
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert written == {"st-deid": 3 if include_inputs else 2}  # SR, CT capture (and CT)
+    assert len(lines) == (2 if include_inputs else 1), lines  # the photograph (if exported) and its capture
+    assert all("st-deid" in line and "BurnedInAnnotation" in line for line in lines)
+    assert not any("photo" in line or "Roe" in line or str(root) in line for line in lines)
+    sr = pydicom.dcmread(next((root / "deid").rglob("SR-*.dcm")))
+    assert len(referenced_uids(sr)) == 1, "the exported SR is the same whether or not the inputs are exported"
