@@ -470,8 +470,10 @@ def export_study(
         if verdict is not None and "SOPInstanceUID" in dataset:
             withheld[str(dataset.SOPInstanceUID)] = verdict[0]
     anonymizer = study_anonymizer()
-    for index, (kind, path, dataset) in enumerate(originals, start=1):
-        where = f"study {study_ref}, {kind} #{index}"
+    numbers: dict[str, int] = {}
+    for kind, path, dataset in originals:
+        numbers[kind] = numbers.get(kind, 0) + 1
+        where = f"study {study_ref}, {kind} #{numbers[kind]}"
         if str(dataset.get("SOPInstanceUID", "")) not in withheld:
             found = remove_references(dataset, withheld)
             if found and "ContentSequence" in dataset:

@@ -232,8 +232,9 @@ def test_every_exported_file_is_valid_with_responsible_person_overlay_curve_priv
     source = laden_ct(tmp_path / "ct.dcm", animal=animal)
     assert dciodvfy(source).errors == (), "the fixture itself must be valid"
     report = write_report(tmp_path / "out", [[source]])
-    export = export_study("st-laden", [report], [source], tmp_path / "deid")
-    assert export.left_out == [] and len(export.written) == 2
+    capture = capture_of(source, tmp_path / "out", 1)
+    export = export_study("st-laden", [report, capture], [source], tmp_path / "deid")
+    assert export.left_out == [] and len(export.written) == 3
     for path in export.written:
         assert dciodvfy(path).errors == (), f"{path.name}: {dciodvfy(path).output}"
     image = pydicom.dcmread(next(p for p in export.written if p.name.startswith("IM-")))
