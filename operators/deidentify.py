@@ -6,7 +6,8 @@ What is applied, and by what:
   the profile lists (remove, empty, replace with a dummy, replace UID, or the "X/Z/D" choices
   that depend on whether the IOD requires the attribute) comes from the Annex E table of the
   DICOM standard release 2026c as packaged by `dicom-anonymizer` (its
-  `dicomfields_2026c` module, generated from the standard; only the table is used). The "X/Z/D"
+  `dicomfields_2026c` module, generated from the standard; only the table is used; the two
+  alternative-calendar birth and death dates it lacks are removed as well). The "X/Z/D"
   choices are resolved with the attribute's type in the object's IOD (highdicom's tables of the
   standard): type 1 → dummy value, type 2 → empty, otherwise removed. Private attributes are
   removed (no Retain Safe Private option). Curves and overlays (repeating groups 50xx, 60xx) go as
@@ -127,10 +128,20 @@ def _annex_e_table() -> tuple[dict[int, str], tuple[tuple[int, int, int, int, st
     return exact, tuple(masked)
 
 
+#: Identifying attributes the packaged table does not list, with the action applied to them: the
+#: patient's birth and death dates in an alternative calendar (PS3.3 C.7.1.1) are removed like
+#: any other record of when the patient was born or died (Patient's Alternative Calendar then goes
+#: with them, `_DEPENDANTS`).
+_SUPPLEMENT: dict[int, str] = {0x00100033: "X", 0x00100034: "X"}
+
+
 def annex_e_action(tag: int) -> str | None:
-    """The Basic Profile action ("X", "Z", "D", "U", "Z/D", "X/Z", "X/D", "X/Z/D", "X/Z/U*") for `tag`, if listed."""
+    """The Basic Profile action ("X", "Z", "D", "U", "Z/D", "X/Z", "X/D", "X/Z/D", "X/Z/U*") for `tag`, if listed.
+
+    Tags the packaged table lacks take `_SUPPLEMENT`'s action.
+    """
     exact, masked = _annex_e_table()
-    action = exact.get(tag)
+    action = exact.get(tag) or _SUPPLEMENT.get(tag)
     if action is not None:
         return action
     group, element = tag >> 16, tag & 0xFFFF

@@ -187,6 +187,7 @@ def laden_ct(path, *, animal: bool = False):
     private blocks (top level and nested) and nested sequences, plus a birth time."""
     ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
     ds.PatientBirthTime = "101500"
+    ds.PatientBirthDateInAlternativeCalendar, ds.PatientAlternativeCalendar = "13700115", "I"
     ds.ResponsiblePerson, ds.ResponsiblePersonRole, ds.ResponsibleOrganization = "Roe^Richard", "PARENT", "Roe Family Trust"
     if animal:
         ds.PatientSpeciesDescription, ds.PatientSexNeutered = "Canine species", "ALTERED"
@@ -251,6 +252,7 @@ def test_every_exported_file_is_valid_with_responsible_person_overlay_curve_priv
         ds = pydicom.dcmread(path)
         assert ds.LongitudinalTemporalInformationModified == "MODIFIED", "dates are shifted (113107)"
         assert "PatientBirthTime" not in ds and ds.PatientBirthDate == ""
+        assert "PatientBirthDateInAlternativeCalendar" not in ds and "PatientAlternativeCalendar" not in ds
         assert ds.PatientIdentityRemoved == "YES"
         assert b"Roe" not in path.read_bytes()
 
