@@ -27,17 +27,19 @@ What is applied, and by what:
   intervals within the study are kept, and Longitudinal Temporal Information Modified is MODIFIED.
   The patient's birth date is emptied and the birth time removed all the same (Annex E's Z and X).
 - **Clean Structured Content Option** (DCM 113104), for SR documents: the profile would remove
-  the Content Sequence, which would leave an invalid SR without findings. Instead its text items
-  are scrubbed by the PHIScrubber's `TextScrubber` (knowing the original study's identifiers),
-  and its UIDs, names and dates are remapped by dicognito like the rest.
+  the Content Sequence, which would leave an invalid SR without findings. Instead the line that
+  quotes the source's free text is replaced (see below), the other text items are scrubbed by the
+  PHIScrubber's `TextScrubber` (knowing the original study's identifiers), and its UIDs, names
+  and dates are remapped by dicognito like the rest.
 
 Not applied: the Clean Pixel Data option. Instances whose pixels may show who the patient is
 (Burned In Annotation or Recognizable Visual Features YES, or a photograph that declares neither;
 the product's captures of such images declare YES) are therefore not exported (one log line each),
 and the exported files' references to them are removed; the exported SR says how many and why
 (`operators.withheld_instances`). The product's own SR has no pixels; its clinical-context line,
-which quotes the source's free text, is replaced by a sentence saying it is left out. Patient Identity Removed is YES and De-identification Method (Code Sequence) lists the
-profile and the options above in every exported file.
+which quotes the source's free text, is replaced by a sentence saying it is left out. Patient
+Identity Removed is YES and De-identification Method (Code Sequence) lists the profile and the
+options above in every exported file.
 """
 
 from __future__ import annotations
