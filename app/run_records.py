@@ -36,19 +36,25 @@ def prepare_run_records(settings: RunSettings) -> None:
 
 
 def export_deidentified(outcomes: Sequence[StudyOutcome], settings: RunSettings) -> dict[str, int]:
-    """De-identified copies of every reported study's results (and inputs if asked); files per study ref."""
+    """De-identified copies of every reported study's results (and inputs if asked); files per study ref.
+
+    Each instance left out (unreadable, or pixels that may show who the patient is) gets one
+    warning line naming the study ref and why, never the patient.
+    """
     written: dict[str, int] = {}
     if settings.deid_export_dir is None:
         return written
     for outcome in outcomes:
         if outcome.status is not OutcomeStatus.REPORTED:
             continue
-        inputs = list(outcome.analysed_inputs) if settings.deid_include_inputs else []
+        analysed = list(outcome.analysed_inputs)
         export = export_study(
             outcome.study_ref,
             result_files(outcome.study_ref, [o.path for o in outcome.outputs if o.is_dicom], settings.output_path),
-            inputs,
+            analysed if settings.deid_include_inputs else [],
             settings.deid_export_dir,
+            # not exported, but read so that the SR's references to withheld inputs go either way
+            other_inputs=[] if settings.deid_include_inputs else analysed,
         )
         for reason in export.left_out:
             logger.warning("de-identified export: %s", reason)

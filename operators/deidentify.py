@@ -6,10 +6,15 @@ What is applied, and by what:
   the profile lists (remove, empty, replace with a dummy, replace UID, or the "X/Z/D" choices
   that depend on whether the IOD requires the attribute) comes from the Annex E table of the
   DICOM standard release 2026c as packaged by `dicom-anonymizer` (its
-  `dicomfields_2026c` module, generated from the standard; only the table is used). The "X/Z/D"
+  `dicomfields_2026c` module, generated from the standard; only the table is used; the two
+  alternative-calendar birth and death dates it lacks are removed as well). The "X/Z/D"
   choices are resolved with the attribute's type in the object's IOD (highdicom's tables of the
   standard): type 1 → dummy value, type 2 → empty, otherwise removed. Private attributes are
-  removed (no Retain Safe Private option).
+  removed (no Retain Safe Private option). Curves and overlays (repeating groups 50xx, 60xx) go as
+  whole groups, since Annex E removes their data and a plane without its data is invalid; an
+  attribute the standard allows only with a removed one goes with it (Responsible Person Role
+  with Responsible Person); an animal patient keeps Responsible Person and Organization, empty,
+  as its Patient module requires (Type 2C).
 - Replacement values come from **dicognito** (0.19.0), one `Anonymizer` per study: names become
   plausible fake names, IDs fake IDs, addresses fake addresses. Every instance UID (study,
   series, instance, frame of reference, and every reference to them, including those inside the
@@ -19,16 +24,22 @@ What is applied, and by what:
   transfer syntaxes, coding schemes) are kept, so the copies stay valid.
 - **Retain Longitudinal Temporal Information with Modified Dates Option** (DCM 113107): dicognito
   shifts every date and time of the study back by one random offset (62 to 730 days), so
-  intervals within the study are kept; the patient's birth date is emptied all the same.
+  intervals within the study are kept, and Longitudinal Temporal Information Modified is MODIFIED.
+  The patient's birth date is emptied and the birth time removed all the same (Annex E's Z and X).
 - **Clean Structured Content Option** (DCM 113104), for SR documents: the profile would remove
-  the Content Sequence, which would leave an invalid SR without findings. Instead its text items
-  are scrubbed by the PHIScrubber's `TextScrubber` (knowing the original study's identifiers),
-  and its UIDs, names and dates are remapped by dicognito like the rest.
+  the Content Sequence, which would leave an invalid SR without findings. Instead the line that
+  quotes the source's free text is replaced (see below), the other text items are scrubbed by the
+  PHIScrubber's `TextScrubber` (knowing the original study's identifiers), and its UIDs, names
+  and dates are remapped by dicognito like the rest.
 
-Not applied: the Clean Pixel Data option. Instances whose Burned In Annotation or Recognizable
-Visual Features is YES are therefore not exported (one log line says so); the product's own SR has
-no pixels. Patient Identity Removed is YES and De-identification Method (Code Sequence) lists the
-profile and the options above in every exported file.
+Not applied: the Clean Pixel Data option. Instances whose pixels may show who the patient is
+(Burned In Annotation or Recognizable Visual Features YES, or a photograph that declares neither;
+the product's captures of such images declare YES) are therefore not exported (one log line each),
+and the exported files' references to them are removed; the exported SR says how many and why
+(`operators.withheld_instances`). The product's own SR has no pixels; its clinical-context line,
+which quotes the source's free text, is replaced by a sentence saying it is left out. Patient
+Identity Removed is YES and De-identification Method (Code Sequence) lists the profile and the
+options above in every exported file.
 """
 
 from __future__ import annotations
@@ -53,8 +64,10 @@ from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence as DicomSequence
 
+from operators.clinical_context import CONTEXT_INTRO
 from operators.dicom_output import write_dataset_atomically
 from operators.phi_text import TextScrubber, identifiers_from_headers
+from operators.withheld_instances import Withheld, left_out_sentence, note_left_out, pixels_may_identify, remove_references
 
 logger = logging.getLogger("biomedclip_map.deid_export")
 
@@ -70,7 +83,19 @@ _STANDARD_UID_ROOT = "1.2.840.10008."
 #: UIDs that name coding schemes or resources, not instances: kept as they are.
 _KEPT_UID_KEYWORDS = frozenset({"CodingSchemeUID", "ContextUID", "MappingResourceUID", "ContextGroupExtensionCreatorUID"})
 _DATE_VRS = frozenset({"DA", "DT", "TM"})
-_EMPTIED_DATES = frozenset({"PatientBirthDate", "PatientBirthTime", "PatientDeathDateInAlternativeCalendar"})
+#: Dates of the patient that the Basic Profile's own action governs (not shifted and kept):
+#: Patient's Birth Date is emptied (Z) and Patient's Birth Time removed (X), as Annex E says.
+_PATIENT_DATES = frozenset({"PatientBirthDate", "PatientBirthTime"})
+#: Repeating groups handled whole: curves (50xx) and overlays (60xx), even groups only (odd ones are private).
+_REPEATING_GROUPS = (range(0x5000, 0x5020, 2), range(0x6000, 0x6020, 2))
+#: Attributes whose presence the standard makes conditional on another attribute having a value
+#: (Type 1C/2C "required if ... is present"): removed with it, so the copy stays valid.
+#: Responsible Person Role (0010,2298) is 1C on Responsible Person (PS3.3 C.7.1.1); Patient's
+#: Alternative Calendar (0010,0035) is 1C on either date in the alternative calendar.
+_DEPENDANTS: dict[str, tuple[str, ...]] = {
+    "ResponsiblePersonRole": ("ResponsiblePerson",),
+    "PatientAlternativeCalendar": ("PatientBirthDateInAlternativeCalendar", "PatientDeathDateInAlternativeCalendar"),
+}
 _TEXT_VRS = frozenset({"AE", "CS", "LO", "LT", "SH", "ST", "UC", "UT", "UR"})
 _DUMMY = "REMOVED"
 
@@ -105,10 +130,20 @@ def _annex_e_table() -> tuple[dict[int, str], tuple[tuple[int, int, int, int, st
     return exact, tuple(masked)
 
 
+#: Identifying attributes the packaged table does not list, with the action applied to them: the
+#: patient's birth and death dates in an alternative calendar (PS3.3 C.7.1.1) are removed like
+#: any other record of when the patient was born or died (Patient's Alternative Calendar then goes
+#: with them, `_DEPENDANTS`).
+_SUPPLEMENT: dict[int, str] = {0x00100033: "X", 0x00100034: "X"}
+
+
 def annex_e_action(tag: int) -> str | None:
-    """The Basic Profile action ("X", "Z", "D", "U", "Z/D", "X/Z", "X/D", "X/Z/D", "X/Z/U*") for `tag`, if listed."""
+    """The Basic Profile action ("X", "Z", "D", "U", "Z/D", "X/Z", "X/D", "X/Z/D", "X/Z/U*") for `tag`, if listed.
+
+    Tags the packaged table lacks take `_SUPPLEMENT`'s action.
+    """
     exact, masked = _annex_e_table()
-    action = exact.get(tag)
+    action = exact.get(tag) or _SUPPLEMENT.get(tag)
     if action is not None:
         return action
     group, element = tag >> 16, tag & 0xFFFF
@@ -207,17 +242,36 @@ def _code(value: str, meaning: str) -> Dataset:
     return item
 
 
+#: Narrative lines of the product's SR that quote the source's free text (the clinical-context line).
+_QUOTED_SOURCE_TEXT = (CONTEXT_INTRO,)
+#: What a quoted line becomes in the de-identified copy.
+QUOTED_TEXT_LEFT_OUT = (
+    "De-identified copy: the clinical context quoted from the study's DICOM header is left out of this copy."
+)
+
+
 def clean_structured_content(dataset: Dataset, scrubber: TextScrubber) -> dict[str, int]:
-    """Scrub every TEXT item (and text-valued attribute) inside the Content Sequence; return counts."""
+    """Clean every TEXT item inside the Content Sequence; return the scrubber's counts per category.
+
+    A line that quotes the source's free text (the clinical-context line, `_QUOTED_SOURCE_TEXT`)
+    is replaced by a sentence saying it is left out: scrubbing removes the identifiers it knows
+    of and patterns, not every identifying word someone typed. Every other text (the product's
+    own words about the analysis) is scrubbed all the same, for what it may quote.
+    """
     counts: dict[str, int] = {}
 
     def visit(items: Iterable[Dataset]) -> None:
         for item in items:
             if "TextValue" in item and item.TextValue:
-                result = scrubber.scrub(str(item.TextValue))
-                item.TextValue = result.text
-                for category, count in result.counts.items():
-                    counts[category] = counts.get(category, 0) + count
+                text = str(item.TextValue)
+                if text.startswith(_QUOTED_SOURCE_TEXT):
+                    item.TextValue = QUOTED_TEXT_LEFT_OUT
+                    counts["QUOTED_SOURCE_TEXT"] = counts.get("QUOTED_SOURCE_TEXT", 0) + 1
+                else:
+                    result = scrubber.scrub(text)
+                    item.TextValue = result.text
+                    for category, count in result.counts.items():
+                        counts[category] = counts.get(category, 0) + count
             if "ContentSequence" in item:
                 visit(item.ContentSequence)
 
@@ -226,8 +280,58 @@ def clean_structured_content(dataset: Dataset, scrubber: TextScrubber) -> dict[s
     return counts
 
 
+def _repeating_group(tag: int) -> int | None:
+    """The curve or overlay group (50xx, 60xx) `tag` belongs to, or None."""
+    group = tag >> 16
+    return group if any(group in groups for groups in _REPEATING_GROUPS) else None
+
+
+def _remove_repeating_groups(dataset: Dataset, sop_class_uid: str, path: tuple[str, ...]) -> None:
+    """Remove each curve or overlay group whole when the Basic Profile removes any of its elements.
+
+    Annex E removes Overlay Data and Overlay Comments (60xx,3000 / 60xx,4000) and every curve
+    element (50xx,xxxx). An overlay plane left without its data is invalid (Overlay Data is Type 1),
+    and what remains (description, label, origin) describes data that is gone; so the whole group goes.
+    """
+    members: dict[int, list[DataElement]] = {}
+    for element in dataset:
+        group = _repeating_group(int(element.tag))
+        if group is not None:
+            members.setdefault(group, []).append(element)
+    for elements in members.values():
+        actions = (annex_e_action(int(e.tag)) for e in elements)
+        if any(a is not None and _resolve(a, e, path, sop_class_uid) == "X" for a, e in zip(actions, elements)):
+            for element in elements:
+                del dataset[element.tag]
+
+
+def _remove_orphans(dataset: Dataset) -> None:
+    """Remove attributes whose condition (another attribute with a value) the profile removed (`_DEPENDANTS`)."""
+    for dependant, conditions in _DEPENDANTS.items():
+        if dependant in dataset and not any(str(dataset.get(c, "") or "").strip() for c in conditions):
+            del dataset[dependant]
+
+
+def _keep_required_responsible_party(dataset: Dataset) -> None:
+    """Leave an animal patient's Responsible Person and Organization present and empty after the profile removed them.
+
+    Annex E removes both (X), but for an animal (the Patient Species is given) the Patient module
+    requires them unless the other one has a value (Type 2C, PS3.3 C.7.1.1); empty values satisfy
+    that and identify no one.
+    """
+    if "PatientSpeciesDescription" in dataset or "PatientSpeciesCodeSequence" in dataset:
+        for keyword in ("ResponsiblePerson", "ResponsibleOrganization"):
+            if keyword not in dataset:
+                setattr(dataset, keyword, "")
+
+
 def _apply_annex_e(dataset: Dataset, sop_class_uid: str, path: tuple[str, ...] = ()) -> None:
-    """Apply the Basic Profile's action to every listed attribute, recursively (dates: see module doc)."""
+    """Apply the Basic Profile's action to every listed attribute, recursively (dates: see module doc).
+
+    Curves and overlays go as whole groups (`_remove_repeating_groups`), and attributes that are
+    only allowed with a removed one go with it (`_remove_orphans`).
+    """
+    _remove_repeating_groups(dataset, sop_class_uid, path)
     for element in list(dataset):
         keyword = element.keyword or ""
         if element.VR == "SQ":
@@ -246,10 +350,8 @@ def _apply_annex_e(dataset: Dataset, sop_class_uid: str, path: tuple[str, ...] =
         action = annex_e_action(int(element.tag))
         if action is None:
             continue
-        if element.VR in _DATE_VRS:  # shifted by dicognito (113107); birth date emptied
-            if keyword in _EMPTIED_DATES:
-                element.value = ""
-            continue
+        if element.VR in _DATE_VRS and keyword not in _PATIENT_DATES:
+            continue  # shifted by dicognito and kept (113107)
         resolved = _resolve(action, element, path, sop_class_uid)
         if resolved == "X":
             del dataset[element.tag]
@@ -258,19 +360,21 @@ def _apply_annex_e(dataset: Dataset, sop_class_uid: str, path: tuple[str, ...] =
         elif resolved == "D" and element.VR in _TEXT_VRS and element.value not in (None, ""):
             element.value = _DUMMY
         # "U", and "D" of names and UIDs: already replaced by dicognito
+    _remove_orphans(dataset)
 
 
 def deidentify_dataset(dataset: Dataset, anonymizer: Anonymizer, scrubber: TextScrubber, where: str) -> Dataset:
     """De-identify `dataset` in place (see the module docstring) and return it.
 
-    Raises DeidentificationError if the instance declares burned-in annotation or recognisable
-    visual features (this export does not clean pixel data).
+    Raises DeidentificationError if the instance's pixels may show who the patient is (burned-in
+    annotation or recognisable visual features declared, or a photograph that declares neither:
+    `operators.withheld_instances.pixels_may_identify`), since this export does not clean pixel data.
     """
-    for keyword in ("BurnedInAnnotation", "RecognizableVisualFeatures"):
-        if str(dataset.get(keyword, "") or "").strip().upper() == "YES":
-            raise DeidentificationError(
-                f"{where}: {keyword} is YES and this export does not clean pixel data; the instance is not exported"
-            )
+    withheld = pixels_may_identify(dataset)
+    if withheld is not None:
+        raise DeidentificationError(
+            f"{where}: {withheld[1]} and this export does not clean pixel data; the instance is not exported"
+        )
     sop_class_uid = str(dataset.SOPClassUID)
     options = [BASIC_PROFILE, MODIFIED_DATES]
     if "ContentSequence" in dataset:
@@ -279,7 +383,9 @@ def deidentify_dataset(dataset: Dataset, anonymizer: Anonymizer, scrubber: TextS
     dataset.remove_private_tags()
     anonymizer.anonymize(dataset)
     _apply_annex_e(dataset, sop_class_uid)
+    _keep_required_responsible_party(dataset)
     dataset.PatientIdentityRemoved = "YES"
+    dataset.LongitudinalTemporalInformationModified = "MODIFIED"  # dates shifted (113107)
     dataset.DeidentificationMethod = list(METHOD_TEXT)
     dataset.DeidentificationMethodCodeSequence = DicomSequence([_code(value, meaning) for value, meaning in options])
     return dataset
@@ -332,33 +438,59 @@ def result_files(study_ref: str, outputs: Sequence[Path], output_dir: Path) -> l
     return files
 
 
+def _read(
+    study_ref: str, kind: str, paths: Sequence[Path], export: StudyExport, *, pixels: bool = True
+) -> list[tuple[str, Path, Dataset]]:
+    """The readable files of `paths`; each unreadable one is recorded in `export.left_out` by number
+    (file names may carry identifiers, so none is quoted)."""
+    read: list[tuple[str, Path, Dataset]] = []
+    for number, path in enumerate(paths, start=1):
+        try:
+            read.append((kind, path, pydicom.dcmread(path, stop_before_pixels=not pixels)))
+        except (InvalidDicomError, OSError, EOFError, ValueError) as exc:
+            export.left_out.append(f"study {study_ref}, {kind} file #{number}: cannot be read ({type(exc).__name__})")
+    return read
+
+
 def export_study(
     study_ref: str,
     results: Sequence[Path],
     inputs: Sequence[Path],
     export_dir: Path,
+    *,
+    other_inputs: Sequence[Path] = (),
 ) -> StudyExport:
     """Write de-identified copies of a study's results and inputs into `export_dir/<new study UID>/`.
 
     All files of the study share one anonymizer, so references between them (the SR's evidence
     and image library) point at the exported inputs' new UIDs. The scrubber for SR text knows the
-    identifiers of every original header. A file that cannot be exported is left out with a
-    reason; the others are still written.
+    identifiers of every original header. An instance whose pixels may show who the patient is
+    (`pixels_may_identify`) is left out with one reason, and every exported file loses its
+    references to it; an exported SR says how many it lost and why. `other_inputs` are analysed
+    inputs that are not exported: their headers are read only to find the ones withheld, so the
+    exported SR is the same whether or not the inputs are exported. A file that cannot be exported
+    is left out with a reason; the others are still written.
     """
     export = StudyExport()
-    originals: list[tuple[str, Path, Dataset]] = []
-    for kind, paths in (("result", results), ("input", inputs)):
-        for path in paths:
-            try:
-                originals.append((kind, path, pydicom.dcmread(path)))
-            except (InvalidDicomError, OSError, EOFError, ValueError) as exc:
-                export.left_out.append(f"{kind} {path.name}: cannot be read ({type(exc).__name__})")
+    originals = _read(study_ref, "result", results, export) + _read(study_ref, "input", inputs, export)
+    others = _read(study_ref, "analysed input", other_inputs, export, pixels=False)
     if not originals:
         return export
-    scrubber = TextScrubber(identifiers_from_headers(ds for _, _, ds in originals))
+    scrubber = TextScrubber(identifiers_from_headers(ds for _, _, ds in originals + others))
+    withheld: dict[str, Withheld] = {}
+    for _, _, dataset in originals + others:
+        verdict = pixels_may_identify(dataset)
+        if verdict is not None and "SOPInstanceUID" in dataset:
+            withheld[str(dataset.SOPInstanceUID)] = verdict[0]
     anonymizer = study_anonymizer()
-    for index, (kind, path, dataset) in enumerate(originals, start=1):
-        where = f"study {study_ref}, {kind} #{index}"
+    numbers: dict[str, int] = {}
+    for kind, path, dataset in originals:
+        numbers[kind] = numbers.get(kind, 0) + 1
+        where = f"study {study_ref}, {kind} #{numbers[kind]}"
+        if str(dataset.get("SOPInstanceUID", "")) not in withheld:
+            found = remove_references(dataset, withheld)
+            if found and "ContentSequence" in dataset:
+                note_left_out(dataset, left_out_sentence(found))
         try:
             deidentify_dataset(dataset, anonymizer, scrubber, where)
         except DeidentificationError as exc:

@@ -69,24 +69,23 @@ def is_photograph(header: Dataset) -> bool:
     return sop_class.startswith(VL_IMAGE_CLASS_PREFIX) or modality in PHOTOGRAPHIC_MODALITIES or (modality == "OT" and colour)
 
 
-def capture_content_flags(source: Dataset) -> tuple[str, str | None]:
+def capture_content_flags(source: Dataset) -> tuple[str, str]:
     """Burned In Annotation and Recognizable Visual Features of a capture that shows `source`'s pixels.
 
     A capture copies what its source image shows, text and faces included, so it declares what the
-    source declares. Where a **photograph** says nothing, both are declared YES: a photograph can
-    show a wristband, a chart, a name on a whiteboard or a face, and nothing here reads its pixels
-    to rule that out; declaring YES keeps such captures out of de-identified exports. Other images
-    that say nothing are declared to have no burned-in annotation (their pixels are what the
-    modality acquired) and Recognizable Visual Features is left out. Returns (burned-in, recognizable
-    or None for "leave out").
+    source declares. Where a **photograph** (or a colour image that may be one) says nothing, both
+    are declared YES: a photograph can show a wristband, a chart, a name on a whiteboard or a face,
+    and nothing here reads its pixels to rule that out; declaring YES keeps such captures out of
+    de-identified exports. Other images that say nothing are declared NO for both: their pixels are
+    what the modality acquired, and a capture shows one slice or projection, from which no face can
+    be reconstructed. Both are always declared, since the capture is itself a colour image that
+    readers (the de-identified export among them) would otherwise take for a photograph that says
+    nothing. Returns (burned-in, recognizable).
     """
     burned = str(source.get("BurnedInAnnotation", "") or "").strip().upper()
     recognizable = str(source.get("RecognizableVisualFeatures", "") or "").strip().upper()
-    photograph = is_photograph(source)
-    burned_in = burned if burned in ("YES", "NO") else ("YES" if photograph else "NO")
-    if recognizable in ("YES", "NO"):
-        return burned_in, recognizable
-    return burned_in, "YES" if photograph else None
+    unknown = "YES" if is_photograph(source) else "NO"
+    return (burned if burned in ("YES", "NO") else unknown), (recognizable if recognizable in ("YES", "NO") else unknown)
 
 
 def _source_reference(source: ImageSource) -> Dataset:
@@ -159,10 +158,7 @@ def build_secondary_capture(
     capture.ConversionType = "WSD"
     if "Laterality" not in capture:
         capture.Laterality = ""  # Type 2C in General Series: present, empty when the source's is unknown
-    burned_in, recognizable = capture_content_flags(source_header)
-    capture.BurnedInAnnotation = burned_in
-    if recognizable is not None:
-        capture.RecognizableVisualFeatures = recognizable
+    capture.BurnedInAnnotation, capture.RecognizableVisualFeatures = capture_content_flags(source_header)
     comment = AI_COMMENT.format(app=device.observer_name) + (UNTRAINED_COMMENT if untrained else "")
     capture.ImageComments = comment
     capture.DerivationDescription = f"{derivation} {comment}"[:1024]

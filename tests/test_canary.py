@@ -285,11 +285,13 @@ def test_export_keeps_references_consistent_within_each_study(canary_result, can
         assert report.StudyInstanceUID == folder.name
         referenced = {
             item.ReferencedSOPInstanceUID
-            for study in report.CurrentRequestedProcedureEvidenceSequence
+            for study in report.get("CurrentRequestedProcedureEvidenceSequence", [])
             for series in study.ReferencedSeriesSequence
             for item in series.ReferencedSOPSequence
         }
         assert referenced == exported, "the SR's evidence must point at the exported inputs' new UIDs"
+        if not exported:  # the burn photograph declares no Burned In Annotation: withheld, and the SR says so
+            assert any(t.startswith("De-identified copy: 1 instance(s)") for t in text_items(report))
         assert 113104 in {int(i.CodeValue) for i in report.DeidentificationMethodCodeSequence}
         assert all(str(pydicom.dcmread(p).StudyInstanceUID) == folder.name for p in folder.glob("*.dcm"))
 
