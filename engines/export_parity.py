@@ -1,4 +1,4 @@
-"""The parity check of a fresh ONNX export against PyTorch (`python -m engines export` runs it).
+"""The parity check of a fresh ONNX export against PyTorch (`python -m app.engine_commands export` runs it).
 
 The exported graphs must give the PyTorch reference's embeddings: cosine ≥ 0.9999 for every
 probe image (sample-study images, preprocessed, plus random inputs at batch sizes 1 and 3, which

@@ -15,7 +15,7 @@ embeddings in float32, so its result is kept as a small JSON record under
 `<work dir>/cpu-fast-path/`, keyed by everything that can change the answer: the model weights
 hash, the path and its recipe, the runtime version, and the CPU's reduced-precision instructions
 (`engines/cpu_features.py`). A model folder may ship records too (`onnx/gates/`, written by
-`python -m engines quantize`); they are used when their key matches. Records hold numbers only.
+`python -m app.engine_commands quantize`); they are used when their key matches. Records hold numbers only.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 When `TRITON_SERVER_NETLOC` is set (the MONAI Deploy SDK's convention; also the `-t` /
 `--triton-server-netloc` flag), the MAP does not load the towers itself: it sends the image and
 token batches to the server, so many MAP containers share a few GPU servers. The server runs the
-repository written by `python -m engines triton-repo` (engines/triton_repository.py).
+repository written by `python -m app.engine_commands triton-repo` (engines/triton_repository.py).
 
 Before the first request the backend checks that the server is live, that both encoders are
 ready, and that the weights sha256 in their configuration equals the local model folder's: the
@@ -209,7 +209,7 @@ class TritonBackend(InferenceBackend):
             if not client.is_model_ready(name):
                 raise TritonUnavailable(
                     f"{where} does not have model {name!r} ready; load the repository written by "
-                    "`python -m engines triton-repo` (tritonserver --model-repository ...)"
+                    "`python -m app.engine_commands triton-repo` (tritonserver --model-repository ...)"
                 )
             config = client.get_model_config(name)
         except _remote_errors() as exc:
@@ -219,7 +219,7 @@ class TritonBackend(InferenceBackend):
             raise TritonUnavailable(
                 f"{where} serves {name!r} with weights sha256 {served or '(not stated)'}, but the local model folder "
                 f"holds {self._expected_sha256}; export the repository from this model folder "
-                "(`python -m engines triton-repo`) so the report names the model that computed it"
+                "(`python -m app.engine_commands triton-repo`) so the report names the model that computed it"
             )
         self.max_batch[name] = max(1, int(config.get("max_batch_size") or 1))
         return str(config.get("platform") or config.get("backend") or "unknown")
