@@ -287,6 +287,17 @@ def test_gate_that_cannot_run_falls_back_with_the_reason(model, work, features, 
     assert "the parity gate could not run (OSError: simulated" in warning
 
 
+def test_without_a_probe_set_no_reduced_precision_path_is_used(model, work, features, monkeypatch, caplog) -> None:
+    features(AVX2)
+    _no_gate(monkeypatch)
+    caplog.set_level(logging.INFO, logger="engines")
+    assert open_backend(model, "auto", work_dir=work).name == "onnxruntime-cpu"
+    (line,) = [r for r in caplog.records if r.getMessage().startswith("fast CPU path not used")]
+    assert line.levelno == logging.INFO and "no probe set" in line.getMessage()
+    with pytest.raises(BackendUnavailable, match="no probe set was given"):
+        open_backend(model, "onnxruntime-int8", work_dir=work)
+
+
 # --------------------------------------------------------------------------- forced paths
 
 
