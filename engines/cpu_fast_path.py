@@ -29,8 +29,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-
 from engines.base import BackendUnavailable, InferenceBackend
 from engines.cpu_features import CpuFeatures, read_cpu_features
 from engines.onnx_export import OnnxExportError

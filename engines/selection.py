@@ -118,7 +118,6 @@ OPENERS: dict[str, BackendOpener] = {
     "pytorch": _open_pytorch,
     "pytorch-bf16": _open_fast_path("pytorch-bf16"),
 }
-assert tuple(OPENERS) == BACKEND_NAMES, "every backend name has exactly one opener"
 AUTO_ORDER: tuple[str, ...] = ("tensorrt", "onnxruntime", "pytorch")
 AUTO_OPENERS: dict[str, BackendOpener] = {**OPENERS, "onnxruntime": _open_fastest_cpu}
 """What `auto` opens for each slot: the ONNX Runtime slot picks the fast CPU path when it qualifies."""
