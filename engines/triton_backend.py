@@ -1,7 +1,8 @@
 """The remote backend: the image and text towers served by a Triton Inference Server (KServe v2 over HTTP).
 
 When `TRITON_SERVER_NETLOC` is set (the MONAI Deploy SDK's convention; also the `-t` /
-`--triton-server-netloc` flag), the MAP does not load the towers itself: it sends the image and
+`--triton-server-netloc` flag; app/settings.py resolves both into `EngineSettings`, and this
+module reads no environment), the MAP does not load the towers itself: it sends the image and
 token batches to the server, so many MAP containers share a few GPU servers. The server runs the
 repository written by `python -m app.engine_commands triton-repo` (engines/triton_repository.py).
 
