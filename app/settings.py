@@ -5,7 +5,14 @@ The MONAI Deploy SDK's `AppContext` conventions are followed exactly: command-li
 and `HOLOSCAN_WORKDIR` environment variables, which override the defaults `input`, `output` and
 `models`. We resolve them here instead of calling `monai.deploy.core.init_app_context` because
 importing `monai.deploy.core` imports MONAI core and torch (about 9.5 s and 1 GB resident on the
-reference CPU) before the first study is even read.
+reference CPU) before the first study is even read. The work folder's default
+(`HOLOSCAN_WORKDIR`, else one in the system temp dir) is computed in one place,
+`default_work_dir`, which the engine commands use too.
+
+This module is where the product reads its environment; the layers below take explicit values
+(`engines.selection.EngineSettings` for the inference engines). One exception to "flags win":
+`BIOMEDCLIP_MAP_BACKEND` wins over `--backend` and the node's `processing.backend`, as a
+deployment-time setting a MAP host sets. On/off variables are read by one function, `truthy`.
 """
 
 from __future__ import annotations
@@ -216,16 +223,11 @@ def resolve_run_settings(
     if not os.access(out, os.W_OK | os.X_OK):
         raise SettingsError(f"output folder {out} (from {out_from}, -o/--output) is not writable")
 
-    wd_value = work_dir or os.environ.get(ENV_WORKDIR)
-    if wd_value:
-        wd = Path(wd_value)
-        try:
-            wd.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise SettingsError(f"work folder {wd} (-w/--workdir or {ENV_WORKDIR}) cannot be created: {exc.strerror}") from exc
-    else:
-        wd = default_work_dir()
+    wd = Path(work_dir) if work_dir else default_work_dir()
+    try:
         wd.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SettingsError(f"work folder {wd} (-w/--workdir or {ENV_WORKDIR}) cannot be created: {exc.strerror}") from exc
 
     try:
         engines = engine_settings(backend, triton_server_netloc=triton_server_netloc, triton_fallback=triton_fallback)
