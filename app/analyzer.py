@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 
+from app.probe_set import SampleStudyProbes
 from app.settings import RunSettings
 from common.zero_shot_tasks import TaskCatalogue, load_tasks
 from engines.selection import open_backend
@@ -36,10 +37,7 @@ def open_analyzer(settings: RunSettings, tasks: TaskCatalogue | None = None) -> 
             identity.name,
             identity.version,
         )
-    backend = open_backend(
-        model, settings.backend, work_dir=settings.work_dir,
-        triton_server_netloc=settings.triton_server_netloc, triton_fallback=settings.triton_fallback,
-    )
+    backend = open_backend(model, settings.engines, work_dir=settings.work_dir, probes=SampleStudyProbes())
     logger.info(
         "model %s %s (sha256 %s…, status %s) on backend %s",
         identity.name, identity.version, identity.sha256[:12], identity.status, backend.name,

@@ -18,6 +18,7 @@ from app import APP_NAME, __version__
 from app.logging_setup import configure_logging
 from app.run import EXIT_CANNOT_START, EXIT_OK, EXIT_STUDY_FAILED, run
 from app.settings import RunSettings, SettingsError, resolve_run_settings
+from engines.base import BACKEND_CHOICES
 
 __all__ = ["EXIT_CANNOT_START", "EXIT_OK", "EXIT_STUDY_FAILED", "configure_logging", "main", "map_main"]
 
@@ -31,7 +32,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-m", "--model", dest="models", help="folder holding the model directory 'biomedclip/' (default: $HOLOSCAN_MODEL_PATH, else ./models)")
     parser.add_argument("-w", "--workdir", help="work folder for caches (default: $HOLOSCAN_WORKDIR, else a folder in the system temp dir)")
     parser.add_argument("--allow-untrained", action="store_true", help="accept a model whose manifest status is 'untrained' (results are meaningless; every output says so). Also BIOMEDCLIP_MAP_ALLOW_UNTRAINED=1")
-    parser.add_argument("--backend", choices=("auto", "tensorrt", "onnxruntime", "onnxruntime-int8", "pytorch", "pytorch-bf16"), help="force an inference backend (default: auto; also BIOMEDCLIP_MAP_BACKEND)")
+    parser.add_argument("--backend", choices=BACKEND_CHOICES, help="force an inference backend (default: auto; also BIOMEDCLIP_MAP_BACKEND)")
     parser.add_argument("--results-json", dest="results_json", help="also write machine-readable JSON results into this folder (kept out of the DICOM output folder)")
     parser.add_argument("--rules", help="selection rules JSON (MONAI Deploy SDK format); default: the bundled rules")
     parser.add_argument("--tasks", help="zero-shot task YAML; default: the bundled tasks")
@@ -93,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo = commands.add_parser("demo", help="build the sample studies and run the MAP on each, then print a summary")
     demo.add_argument("--output", default="demo-output", help="folder for the samples and results (default: ./demo-output)")
     demo.add_argument("--models", default="model-store", help="models folder; real BiomedCLIP weights in MODELS/biomedclip are used if present (default: ./model-store)")
-    demo.add_argument("--backend", choices=("auto", "tensorrt", "onnxruntime", "onnxruntime-int8", "pytorch", "pytorch-bf16"), help="force an inference backend")
+    demo.add_argument("--backend", choices=BACKEND_CHOICES, help="force an inference backend")
     demo.add_argument("-l", "--log-level", default="WARNING", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     from app.node.command import add_serve_arguments
 

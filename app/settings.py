@@ -5,7 +5,14 @@ The MONAI Deploy SDK's `AppContext` conventions are followed exactly: command-li
 and `HOLOSCAN_WORKDIR` environment variables, which override the defaults `input`, `output` and
 `models`. We resolve them here instead of calling `monai.deploy.core.init_app_context` because
 importing `monai.deploy.core` imports MONAI core and torch (about 9.5 s and 1 GB resident on the
-reference CPU) before the first study is even read.
+reference CPU) before the first study is even read. The work folder's default
+(`HOLOSCAN_WORKDIR`, else one in the system temp dir) is computed in one place,
+`default_work_dir`, which the engine commands use too.
+
+This module is where the product reads its environment; the layers below take explicit values
+(`engines.selection.EngineSettings` for the inference engines). One exception to "flags win":
+`BIOMEDCLIP_MAP_BACKEND` wins over `--backend` and the node's `processing.backend`, as a
+deployment-time setting a MAP host sets. On/off variables are read by one function, `truthy`.
 """
 
 from __future__ import annotations
@@ -13,9 +20,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 from app.uid_salt import UidSaltError, default_work_dir, resolve_uid_salt
 from common.configuration import CONFIG_DIR
+from engines.base import AUTO, BACKEND_CHOICES, BackendConfigError
+from engines.selection import DEFAULT_TRITON_TIMEOUT_S, EngineSettings
+
+__all__ = ["BACKEND_CHOICES", "RunSettings", "SettingsError", "default_work_dir", "engine_settings", "resolve_run_settings", "truthy"]
 
 ENV_INPUT = "HOLOSCAN_INPUT_PATH"
 ENV_OUTPUT = "HOLOSCAN_OUTPUT_PATH"
@@ -31,9 +43,10 @@ ENV_DEID_INCLUDE_INPUTS = "BIOMEDCLIP_MAP_DEID_INCLUDE_INPUTS"
 ENV_CLINICAL_CONTEXT = "BIOMEDCLIP_MAP_CLINICAL_CONTEXT"
 ENV_TRITON_NETLOC = "TRITON_SERVER_NETLOC"
 ENV_TRITON_FALLBACK = "BIOMEDCLIP_MAP_TRITON_FALLBACK"
+ENV_TRITON_TIMEOUT = "BIOMEDCLIP_MAP_TRITON_TIMEOUT_S"
+ENV_TENSORRT_PRECISION = "BIOMEDCLIP_MAP_TENSORRT_PRECISION"
 TRITON_FALLBACK_CHOICES = ("none", "local")
-
-BACKEND_CHOICES = ("auto", "tensorrt", "onnxruntime", "onnxruntime-int8", "pytorch", "pytorch-bf16")
+TRUTHY_VALUES = frozenset({"1", "true", "yes", "on"})
 
 
 class SettingsError(ValueError):
@@ -49,7 +62,9 @@ class RunSettings:
     models_path: Path
     work_dir: Path
     allow_untrained: bool = False
-    backend: str = "auto"
+    backend: str = AUTO
+    backend_origin: str = ""
+    """Where `backend` came from, for messages (e.g. 'BIOMEDCLIP_MAP_BACKEND=pytorch'); empty: the setting."""
     selection_rules: Path = CONFIG_DIR / "selection_rules.json"
     tasks: Path = CONFIG_DIR / "zero_shot_tasks.yaml"
     preprocessing: Path = CONFIG_DIR / "preprocessing.yaml"
@@ -65,11 +80,27 @@ class RunSettings:
     deid_include_inputs: bool = False
     """Also export de-identified copies of the analysed input instances."""
     triton_server_netloc: str | None = None
-    """Triton server `host:port` to send inference to (MONAI Deploy SDK's TRITON_SERVER_NETLOC); None: the environment's, else local."""
-    triton_fallback: bool | None = None
-    """Fall back to local inference when the Triton server is unusable (else the run or study fails); None: the environment's."""
+    """Triton server `host:port` to send inference to (MONAI Deploy SDK's TRITON_SERVER_NETLOC); None: local inference."""
+    triton_fallback: bool = False
+    """Fall back to local inference when the Triton server is unusable (else the run or study fails)."""
+    triton_timeout_s: float = DEFAULT_TRITON_TIMEOUT_S
+    """Seconds one Triton request may take (BIOMEDCLIP_MAP_TRITON_TIMEOUT_S)."""
+    tensorrt_precision: str = ""
+    """TensorRT image engine precision as given (BIOMEDCLIP_MAP_TENSORRT_PRECISION; empty: fp16), checked by the engine."""
     clinical_context: bool = False
     """Put a scrubbed clinical-context line from the study's free text into the SR (off: no source free text)."""
+
+    @property
+    def engines(self) -> EngineSettings:
+        """What this run asks of the inference engines, as the typed value the engines take."""
+        return EngineSettings(
+            backend=self.backend,
+            origin=self.backend_origin,
+            tensorrt_precision=self.tensorrt_precision,
+            triton_server_netloc=self.triton_server_netloc,
+            triton_fallback=self.triton_fallback,
+            triton_timeout_s=self.triton_timeout_s,
+        )
 
 
 def _salt(work_dir: Path) -> str:
@@ -79,8 +110,63 @@ def _salt(work_dir: Path) -> str:
         raise SettingsError(str(exc)) from exc
 
 
-def _truthy(value: str | None) -> bool:
-    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+def truthy(value: str | None) -> bool:
+    """Whether an on/off environment value means on: 1, true, yes or on (any case); anything else is off.
+
+    The one parser of on/off environment variables, so every flag-like variable reads the same way.
+    """
+    return (value or "").strip().lower() in TRUTHY_VALUES
+
+
+def _triton_timeout(value: str | None) -> float:
+    """Seconds from BIOMEDCLIP_MAP_TRITON_TIMEOUT_S (default 60); SettingsError unless a positive number."""
+    text = (value or "").strip()
+    if not text:
+        return DEFAULT_TRITON_TIMEOUT_S
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise SettingsError(f"{ENV_TRITON_TIMEOUT}={text!r}: expected a positive number of seconds")
+    return seconds
+
+
+def engine_settings(
+    backend: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    triton_server_netloc: str | None = None,
+    triton_fallback: str | None = None,
+) -> EngineSettings:
+    """The engines' settings from the configured values and the environment (default: this process's).
+
+    `BIOMEDCLIP_MAP_BACKEND` wins over the configured `backend` (a deployment-time setting, as
+    MAP hosts set it), which wins over `auto`; a flag or configuration value of the Triton server
+    and fallback wins over `TRITON_SERVER_NETLOC` / `BIOMEDCLIP_MAP_TRITON_FALLBACK`. Raises
+    BackendConfigError naming the variable or setting when a backend name is unknown, and
+    SettingsError for a malformed Triton fallback or timeout.
+    """
+    env = os.environ if environ is None else environ
+    env_backend = env.get(ENV_BACKEND, "").strip().lower()
+    if env_backend:
+        choice, origin = env_backend, f"{ENV_BACKEND}={env_backend}"
+    else:
+        choice, origin = (backend or AUTO).strip().lower(), f"backend setting {backend or AUTO!r}"
+    netloc = (triton_server_netloc or env.get(ENV_TRITON_NETLOC) or "").strip() or None
+    fallback = (triton_fallback or env.get(ENV_TRITON_FALLBACK) or "none").strip().lower()
+    if fallback not in TRITON_FALLBACK_CHOICES:
+        raise SettingsError(
+            f"Triton fallback {fallback!r} (--triton-fallback or {ENV_TRITON_FALLBACK}) is not one of {', '.join(TRITON_FALLBACK_CHOICES)}"
+        )
+    return EngineSettings(
+        backend=choice,
+        origin=origin,
+        tensorrt_precision=env.get(ENV_TENSORRT_PRECISION, ""),
+        triton_server_netloc=netloc,
+        triton_fallback=fallback == "local",
+        triton_timeout_s=_triton_timeout(env.get(ENV_TRITON_TIMEOUT)) if netloc else DEFAULT_TRITON_TIMEOUT_S,
+    )
 
 
 def _pick(flag_value: str | os.PathLike | None, env_name: str, default: str) -> tuple[Path, str]:
@@ -137,44 +223,35 @@ def resolve_run_settings(
     if not os.access(out, os.W_OK | os.X_OK):
         raise SettingsError(f"output folder {out} (from {out_from}, -o/--output) is not writable")
 
-    wd_value = work_dir or os.environ.get(ENV_WORKDIR)
-    if wd_value:
-        wd = Path(wd_value)
-        try:
-            wd.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise SettingsError(f"work folder {wd} (-w/--workdir or {ENV_WORKDIR}) cannot be created: {exc.strerror}") from exc
-    else:
-        wd = default_work_dir()
+    wd = Path(work_dir) if work_dir else default_work_dir()
+    try:
         wd.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SettingsError(f"work folder {wd} (-w/--workdir or {ENV_WORKDIR}) cannot be created: {exc.strerror}") from exc
 
-    chosen_backend = (backend or os.environ.get(ENV_BACKEND) or "auto").strip().lower()
-    if chosen_backend not in BACKEND_CHOICES:
-        raise SettingsError(
-            f"backend {chosen_backend!r} (--backend or {ENV_BACKEND}) is not one of {', '.join(BACKEND_CHOICES)}"
-        )
+    try:
+        engines = engine_settings(backend, triton_server_netloc=triton_server_netloc, triton_fallback=triton_fallback)
+    except BackendConfigError as exc:
+        raise SettingsError(f"{exc} (--backend or {ENV_BACKEND})") from exc
     json_dir = results_json_dir or os.environ.get(ENV_RESULTS_JSON)
-    netloc = (triton_server_netloc or os.environ.get(ENV_TRITON_NETLOC) or "").strip() or None
-    fallback = (triton_fallback or os.environ.get(ENV_TRITON_FALLBACK) or "none").strip().lower()
-    if fallback not in TRITON_FALLBACK_CHOICES:
-        raise SettingsError(
-            f"Triton fallback {fallback!r} (--triton-fallback or {ENV_TRITON_FALLBACK}) is not one of {', '.join(TRITON_FALLBACK_CHOICES)}"
-        )
     return RunSettings(
         input_path=inp,
         output_path=out,
         models_path=mdl,
         work_dir=wd,
-        allow_untrained=allow_untrained or _truthy(os.environ.get(ENV_ALLOW_UNTRAINED)),
-        backend=chosen_backend,
+        allow_untrained=allow_untrained or truthy(os.environ.get(ENV_ALLOW_UNTRAINED)),
+        backend=engines.backend,
+        backend_origin=engines.origin,
         results_json_dir=Path(json_dir) if json_dir else None,
         uid_salt=_salt(wd),
         audit_log=Path(audit_log or os.environ.get(ENV_AUDIT_LOG) or wd / "audit.jsonl"),
         deid_export_dir=Path(deid) if (deid := deid_export or os.environ.get(ENV_DEID_EXPORT)) else None,
-        deid_include_inputs=deid_include_inputs or _truthy(os.environ.get(ENV_DEID_INCLUDE_INPUTS)),
+        deid_include_inputs=deid_include_inputs or truthy(os.environ.get(ENV_DEID_INCLUDE_INPUTS)),
         selection_rules=Path(selection_rules) if selection_rules else CONFIG_DIR / "selection_rules.json",
         tasks=Path(tasks) if tasks else CONFIG_DIR / "zero_shot_tasks.yaml",
-        triton_server_netloc=netloc,
-        triton_fallback=fallback == "local",
-        clinical_context=clinical_context or _truthy(os.environ.get(ENV_CLINICAL_CONTEXT)),
+        triton_server_netloc=engines.triton_server_netloc,
+        triton_fallback=engines.triton_fallback,
+        triton_timeout_s=engines.triton_timeout_s,
+        tensorrt_precision=engines.tensorrt_precision,
+        clinical_context=clinical_context or truthy(os.environ.get(ENV_CLINICAL_CONTEXT)),
     )

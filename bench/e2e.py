@@ -76,7 +76,7 @@ def run_child(variant: str, study: Path, models: Path, work: Path, scratch: Path
         from engines import selection
         from engines.onnxruntime_int8_backend import OnnxRuntimeInt8Backend
 
-        selection.AUTO_OPENERS["onnxruntime"] = lambda model, work_dir: OnnxRuntimeInt8Backend(model, work_dir)
+        selection.AUTO_OPENERS["onnxruntime"] = lambda model, work_dir, settings, probes: OnnxRuntimeInt8Backend(model, work_dir)
 
     def settings_for(output: Path):
         return resolve_run_settings(input_path=study, output_path=output, models_path=models, work_dir=work, allow_untrained=True)

@@ -106,11 +106,14 @@ def _open(name: str, model, work: Path):
         from engines.onnxruntime_int8_backend import OnnxRuntimeInt8Backend
 
         return OnnxRuntimeInt8Backend(model, work)
+    from app.probe_set import SampleStudyProbes
     from engines.tensorrt_backend import TensorRTBackend
     from engines.tensorrt_build import TensorRTBuilder
     from engines.tensorrt_cuda import open_cuda_runtime
 
-    return TensorRTBackend(model, work, name.split("-")[1], builder=TensorRTBuilder(), cuda=open_cuda_runtime())
+    return TensorRTBackend(
+        model, work, name.split("-")[1], builder=TensorRTBuilder(), cuda=open_cuda_runtime(), probes=SampleStudyProbes()
+    )
 
 
 def _skip_reason(name: str) -> str | None:
@@ -131,6 +134,7 @@ def _skip_reason(name: str) -> str | None:
 
 def _gate_figures(name: str, model, work: Path) -> dict | None:
     """The MAP's parity-gate figures for a CPU fast path (run once and cached in the work folder)."""
+    from app.probe_set import SampleStudyProbes
     from engines.cpu_fast_path import PATHS_BY_NAME, gate_records, gated_result
     from engines.cpu_features import read_cpu_features
 
@@ -141,7 +145,7 @@ def _gate_figures(name: str, model, work: Path) -> dict | None:
     offered = path.not_offered(features)
     if offered is not None:
         return {"offered_on_this_cpu": False, "why_not": offered}
-    result, backend = gated_result(path, model, work, features, gate_records(model, work))
+    result, backend = gated_result(path, model, work, features, gate_records(model, work), SampleStudyProbes())
     if backend is not None:
         backend.close()
     return {
@@ -401,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     from engines.onnx_files import onnx_files_for
     from models.directory import open_model_dir
 
-    from engines.calibration import sample_study_images
+    from app.probe_set import sample_study_images
 
     model = open_model_dir(model_dir, allow_untrained=True)
     onnx_files_for(model, args.work)  # export once, outside the timings

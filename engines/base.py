@@ -31,6 +31,26 @@ class BackendConfigError(ValueError):
     """The configured or environment backend name is not one this product knows."""
 
 
+AUTO = "auto"
+BACKEND_NAMES: tuple[str, ...] = ("tensorrt", "onnxruntime", "onnxruntime-int8", "pytorch", "pytorch-bf16")
+"""Every inference backend a run can be forced to; the one list the CLI, the settings and the node's
+configuration are checked against."""
+BACKEND_CHOICES: tuple[str, ...] = (AUTO, *BACKEND_NAMES)
+"""What a backend setting may say: `auto` (the product's order of preference) or one backend."""
+
+
+def checked_backend_name(value: str | None, origin: str) -> str:
+    """`value` as a known backend name (lower case; empty means `auto`), else BackendConfigError naming `origin`.
+
+    `origin` says where the value came from (a flag, an environment variable, a configuration key),
+    so the message tells an administrator which setting to fix.
+    """
+    name = (value or AUTO).strip().lower() or AUTO
+    if name not in BACKEND_CHOICES:
+        raise BackendConfigError(f"{origin}: unknown inference backend {name!r}; choose one of {', '.join(BACKEND_CHOICES)}")
+    return name
+
+
 class InferenceBackend(ABC):
     """Embeds images and texts with one model; `name` says which runtime and device, e.g. `onnxruntime-cpu`."""
 

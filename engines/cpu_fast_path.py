@@ -29,8 +29,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-
 from engines.base import BackendUnavailable, InferenceBackend
 from engines.cpu_features import CpuFeatures, read_cpu_features
 from engines.onnx_export import OnnxExportError
@@ -42,6 +40,8 @@ from engines.parity_gate import (
     GateRecords,
     GateResult,
     GateThresholds,
+    ParityGateError,
+    ProbeSource,
     evaluate_gate,
     gate_key,
 )
@@ -133,56 +133,44 @@ def gate_records(model: ModelDirectory, work_dir: Path) -> GateRecords:
     return GateRecords(work_dir, model.shipped_onnx_dir / SHIPPED_GATES_SUBDIR)
 
 
-def bundled_class_sets(backend: InferenceBackend, model: ModelDirectory, work_dir: Path) -> list[np.ndarray]:
-    """Class embeddings of every task in the bundled task file, through the work folder's text cache."""
-    from app.settings import CONFIG_DIR
-    from engines.text_cache import TextEmbeddingCache
-    from engines.tokenizer import TextTokenizer
-    from common.zero_shot_tasks import load_tasks
-    from operators.zero_shot import class_embeddings
-
-    tasks = load_tasks(CONFIG_DIR / "zero_shot_tasks.yaml")
-    tokenizer = TextTokenizer.from_model(model)
-    cache = TextEmbeddingCache.in_work_dir(work_dir)
-    return [class_embeddings(backend, tokenizer, task, cache) for _, task in sorted(tasks.tasks.items())]
-
-
-def run_gate(path: FastPath, candidate: InferenceBackend, model: ModelDirectory, work_dir: Path, key: str, details: dict) -> GateResult:
-    """Compare `candidate` with its own float32 reference on the probe set built from the sample studies."""
-    from engines.calibration import probe_images, sample_study_images
-
-    base = sample_study_images(size=model.image_size, mean=model.mean, std=model.std)
-    probes = probe_images(base, size=model.image_size, mean=model.mean, std=model.std)
+def run_gate(
+    path: FastPath, candidate: InferenceBackend, model: ModelDirectory, work_dir: Path, key: str, details: dict, probes: ProbeSource
+) -> GateResult:
+    """Compare `candidate` with its own float32 reference on the caller's probe set."""
+    probe_set = probes.probe_set(model, work_dir)
     reference = candidate.float32_image_encoder()  # type: ignore[attr-defined]
     return evaluate_gate(
         path=path.name,
         key=key,
         reference=reference,
         candidate=candidate.encode_images,
-        probes=probes,
-        class_sets=bundled_class_sets(candidate, model, work_dir),
+        probes=probe_set.images,
+        class_sets=probe_set.class_sets(candidate),
         thresholds=path.thresholds,
         details=details,
     )
 
 
 def gated_result(
-    path: FastPath, model: ModelDirectory, work_dir: Path, features: CpuFeatures, records: GateRecords
+    path: FastPath, model: ModelDirectory, work_dir: Path, features: CpuFeatures, records: GateRecords, probes: ProbeSource | None
 ) -> tuple[GateResult, InferenceBackend | None]:
-    """The gate result of `path` (stored, or run now and stored) and the backend if it had to be opened.
+    """The gate result of `path` (stored, or run now on `probes` and stored) and the backend if it had to be opened.
 
-    Raises BackendUnavailable when the path cannot be opened, and lets the gate's own errors
-    through (the caller decides whether that is a fallback or an error).
+    Raises BackendUnavailable when the path cannot be opened, ParityGateError when no probe set
+    was given, and lets the gate's own errors through (the caller decides whether that is a
+    fallback or an error).
     """
+    if probes is None:
+        raise ParityGateError(f"no probe set was given, so the parity gate of {path.name} cannot run")
     details = gate_ingredients(path, features)
-    key = gate_key(model.sha256, path.name, details)
+    key = gate_key(model.sha256, path.name, details, probe_set=probes.name)
     stored = records.load(key)
     if stored is not None:
         return stored, None
     candidate = path.opener(model, work_dir)
     log.info("checking the %s path against float32 on the probe set (once per model, runtime and CPU)", path.name)
     try:
-        result = run_gate(path, candidate, model, work_dir, key, details)
+        result = run_gate(path, candidate, model, work_dir, key, details, probes)
     except BaseException:
         candidate.close()
         raise
@@ -196,8 +184,13 @@ def _float32_backend(model: ModelDirectory, work_dir: Path) -> InferenceBackend:
     return OnnxRuntimeBackend(model, work_dir, allow_cuda=False)
 
 
-def open_fastest_cpu_backend(model: ModelDirectory, work_dir: Path, *, features: CpuFeatures | None = None) -> InferenceBackend:
+def open_fastest_cpu_backend(
+    model: ModelDirectory, work_dir: Path, *, probes: ProbeSource | None = None, features: CpuFeatures | None = None
+) -> InferenceBackend:
     """`auto`'s CPU slot: the fastest gated reduced-precision path, else ONNX Runtime float32 (one log line why).
+
+    `probes` is the caller's probe set for the parity gate (app/probe_set.py); without one no
+    reduced-precision path can be checked, so float32 is used (one log line says so).
 
     Raises BackendUnavailable only when ONNX Runtime itself cannot be used (not installed, no ONNX
     files and no way to export them), exactly as the plain ONNX Runtime backend would.
@@ -214,6 +207,9 @@ def open_fastest_cpu_backend(model: ModelDirectory, work_dir: Path, *, features:
         onnx_files_for(model, work_dir)  # an unusable export is ONNX Runtime's failure: reported once, by the caller
     except OnnxExportError as exc:
         raise BackendUnavailable(str(exc)) from exc
+    if probes is None:
+        log.info("fast CPU path not used (no probe set was given for the parity gate); using ONNX Runtime float32")
+        return _float32_backend(model, work_dir)
     features = features or read_cpu_features()
     records = gate_records(model, work_dir)
     not_used: list[str] = []
@@ -226,7 +222,7 @@ def open_fastest_cpu_backend(model: ModelDirectory, work_dir: Path, *, features:
             not_used.append(f"{path.name}: {reason}")
             continue
         try:
-            result, backend = gated_result(path, model, work_dir, features, records)
+            result, backend = gated_result(path, model, work_dir, features, records, probes)
         except BackendUnavailable as exc:
             not_used.append(f"{path.name} cannot be opened ({exc})")
             trouble = True
@@ -269,15 +265,17 @@ def open_fastest_cpu_backend(model: ModelDirectory, work_dir: Path, *, features:
     return _float32_backend(model, work_dir)
 
 
-def open_forced_fast_path(name: str, model: ModelDirectory, work_dir: Path, *, features: CpuFeatures | None = None) -> InferenceBackend:
-    """A fast path forced by configuration: opened whatever the CPU, but only if it passes the parity gate."""
+def open_forced_fast_path(
+    name: str, model: ModelDirectory, work_dir: Path, *, probes: ProbeSource | None = None, features: CpuFeatures | None = None
+) -> InferenceBackend:
+    """A fast path forced by configuration: opened whatever the CPU, but only if it passes the parity gate on `probes`."""
     path = PATHS_BY_NAME[name]
     features = features or read_cpu_features()
     reason = path.not_offered(features)
     if reason is not None:
         log.info("%s is forced although %s", name, reason)
     try:
-        result, backend = gated_result(path, model, work_dir, features, gate_records(model, work_dir))
+        result, backend = gated_result(path, model, work_dir, features, gate_records(model, work_dir), probes)
     except BackendUnavailable:
         raise  # already says why the forced path cannot be opened
     except Exception as exc:  # the gate's failure makes the forced path unusable, with the reason

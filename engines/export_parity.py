@@ -1,4 +1,4 @@
-"""The parity check of a fresh ONNX export against PyTorch (`python -m engines export` runs it).
+"""The parity check of a fresh ONNX export against PyTorch (`python -m app.engine_commands export` runs it).
 
 The exported graphs must give the PyTorch reference's embeddings: cosine ≥ 0.9999 for every
 probe image (sample-study images, preprocessed, plus random inputs at batch sizes 1 and 3, which
@@ -44,19 +44,21 @@ def _min_cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(((a * b).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))).min())
 
 
-def check_export_parity(model: ModelDirectory, onnx_folder: Path) -> ExportParity:
+def check_export_parity(model: ModelDirectory, onnx_folder: Path, sample_images: np.ndarray) -> ExportParity:
     """Compare the ONNX graphs in `onnx_folder` with PyTorch on probe images and texts.
+
+    `sample_images` are preprocessed (N, 3, S, S) images from the caller (the sample studies,
+    app/probe_set.py); the first two are used, with two random inputs.
 
     Raises ExportParityError when either tower's smallest cosine is below 0.9999.
     """
     import onnxruntime as ort
 
-    from engines.calibration import sample_study_images
     from engines.onnx_export import IMAGE_INPUT, IMAGE_ONNX, TEXT_INPUTS, TEXT_ONNX
     from engines.pytorch_backend import PyTorchBackend
     from engines.tokenizer import TextTokenizer
 
-    samples = sample_study_images(size=model.image_size, mean=model.mean, std=model.std).images[:2]
+    samples = np.asarray(sample_images, dtype=np.float32)[:2]
     noise = np.random.default_rng(0).standard_normal((2, 3, model.image_size, model.image_size)).astype(np.float32)
     images = np.concatenate([samples, noise], axis=0)
     tokens = TextTokenizer.from_model(model)(list(PROBE_TEXTS))

@@ -124,7 +124,7 @@ def export_onnx(model: ModelDirectory, destination: Path) -> Path:
             raise OnnxExportError(
                 f"exporting ONNX for the model in {model.path} needs torch and open_clip, which cannot be "
                 f"imported ({exc}); ship the ONNX files in {model.shipped_onnx_dir} "
-                f"(python -m engines export-onnx {model.path})"
+                f"(python -m app.engine_commands export-onnx {model.path})"
             ) from exc
         except OnnxExportError:
             raise

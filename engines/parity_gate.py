@@ -1,8 +1,9 @@
 """The parity gate: a reduced-precision path is used only if it gives the float32 answers.
 
 A candidate backend (INT8, bfloat16, TensorRT FP16/INT8) embeds a probe set of preprocessed
-images (engines/calibration.py) and is compared with a float32 reference backend on the same
-images:
+images and is compared with a float32 reference backend on the same images. The probe set comes
+from the caller (`ProbeSource`: the application builds it from its sample studies with its own
+preprocessing, app/probe_set.py), so the engines never read DICOM or configuration themselves:
 
 - every probe's embedding must have cosine similarity ≥ `min_cosine` with the reference one;
 - for INT8, the zero-shot top-1 label must be the same as the reference's for at least
@@ -14,7 +15,7 @@ embeddings in float32, so its result is kept as a small JSON record under
 `<work dir>/cpu-fast-path/`, keyed by everything that can change the answer: the model weights
 hash, the path and its recipe, the runtime version, and the CPU's reduced-precision instructions
 (`engines/cpu_features.py`). A model folder may ship records too (`onnx/gates/`, written by
-`python -m engines quantize`); they are used when their key matches. Records hold numbers only.
+`python -m app.engine_commands quantize`); they are used when their key matches. Records hold numbers only.
 """
 
 from __future__ import annotations
@@ -25,20 +26,50 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 
 import numpy as np
 
 from common.atomic_files import Durability, write_json_atomically
+
+if TYPE_CHECKING:
+    from engines.base import InferenceBackend
+    from engines.calibration import CalibrationSet
+    from models.directory import ModelDirectory
 
 log = logging.getLogger(__name__)
 
 GATE_SUBDIR = "cpu-fast-path"
 SHIPPED_GATES_SUBDIR = "gates"
 GATE_FORMAT = 1
-PROBE_SET = "sample-studies-x8-v1"
-"""Names the probe set construction (engines/calibration.probe_images); part of the key."""
 GATE_BATCH_SIZE = 8
+
+
+class ParityGateError(RuntimeError):
+    """The parity gate cannot run (no probe set was given); the path it would check is not used."""
+
+
+@dataclass(frozen=True)
+class ProbeSet:
+    """What the gate compares a path on: preprocessed probe images and the zero-shot decisions to agree on."""
+
+    images: np.ndarray
+    """(N, 3, S, S) float32 images, resized and normalised with the model's mean and std."""
+    class_sets: Callable[["InferenceBackend"], Sequence[np.ndarray]]
+    """The (C, D) class embeddings of every zero-shot task, computed with the given backend's text tower."""
+
+
+class ProbeSource(Protocol):
+    """Where the gate and INT8 calibration get their images; built lazily, only when a gate must run."""
+
+    name: str
+    """Names the probe set's construction; part of every gate key, so a new construction re-runs the gates."""
+
+    def calibration_set(self, model: "ModelDirectory") -> "CalibrationSet":
+        """Preprocessed base images for `model` (INT8 calibration when no folder is given)."""
+
+    def probe_set(self, model: "ModelDirectory", work_dir: Path) -> ProbeSet:
+        """The probe set for `model`; `work_dir` holds the text-embedding cache the class sets go through."""
 
 
 @dataclass(frozen=True)
@@ -84,10 +115,10 @@ class GateResult:
         )
 
 
-def gate_key(model_sha256: str, path: str, ingredients: dict) -> str:
-    """The cache key of a gate result: sha256 of the model hash, the path and what can change its answers."""
+def gate_key(model_sha256: str, path: str, ingredients: dict, *, probe_set: str) -> str:
+    """The cache key of a gate result: sha256 of the model hash, the path, the probe set and what can change its answers."""
     canonical = json.dumps(
-        {"format": GATE_FORMAT, "model": model_sha256, "path": path, "probe_set": PROBE_SET, **ingredients},
+        {"format": GATE_FORMAT, "model": model_sha256, "path": path, "probe_set": probe_set, **ingredients},
         sort_keys=True,
         separators=(",", ":"),
     )

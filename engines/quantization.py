@@ -68,7 +68,7 @@ def int8_cache_dir(work_dir: Path, weights_sha256: str) -> Path:
 
 
 def shipped_int8_dir(model: ModelDirectory) -> Path:
-    """Where a model folder may ship its INT8 image graph (`python -m engines quantize`)."""
+    """Where a model folder may ship its INT8 image graph (`python -m app.engine_commands quantize`)."""
     return model.shipped_onnx_dir / SHIPPED_INT8_SUBDIR
 
 

@@ -16,15 +16,16 @@ Opening it (first in the `auto` order) goes:
 
 Anything that still fails raises `BackendUnavailable` with the reason, so `auto` falls back to
 ONNX Runtime with one line, before the first study, never in the middle of one. The image
-precision is `fp16` unless `BIOMEDCLIP_MAP_TENSORRT_PRECISION=int8`.
+precision is `fp16` unless the run asks for `int8` (`BIOMEDCLIP_MAP_TENSORRT_PRECISION`, read by
+app/settings.py). The parity gate's probe set and the default INT8 calibration images come from
+the caller (`engines.parity_gate.ProbeSource`).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable
 
 import numpy as np
 
@@ -32,7 +33,7 @@ from engines.base import BackendNotApplicable, BackendUnavailable, InferenceBack
 from engines.calibration import CalibrationError, CalibrationSet
 from engines.onnx_export import IMAGE_INPUT, TEXT_INPUTS, OnnxExportError
 from engines.onnx_files import OnnxFiles, onnx_files_for
-from engines.parity_gate import FP16_THRESHOLDS, INT8_THRESHOLDS, GateRecords, GateResult, evaluate_gate, gate_key
+from engines.parity_gate import FP16_THRESHOLDS, INT8_THRESHOLDS, GateRecords, GateResult, ProbeSource, evaluate_gate, gate_key
 from engines.tensorrt_build import (
     PRECISIONS,
     TEXT_PRECISION,
@@ -53,15 +54,16 @@ from models.directory import ModelDirectory
 
 log = logging.getLogger(__name__)
 
-PRECISION_ENV = "BIOMEDCLIP_MAP_TENSORRT_PRECISION"
+PRECISION_SETTING = "BIOMEDCLIP_MAP_TENSORRT_PRECISION"
+"""The name of the run setting that asks for an image engine precision (read by app/settings.py)."""
 
 
-def tensorrt_precision(environ: Mapping[str, str] | None = None) -> str:
-    """The image engine precision from `BIOMEDCLIP_MAP_TENSORRT_PRECISION` (default fp16)."""
-    value = (os.environ if environ is None else environ).get(PRECISION_ENV, "").strip().lower() or "fp16"
-    if value not in PRECISIONS:
-        raise BackendUnavailable(f"{PRECISION_ENV}={value!r} is not one of {', '.join(PRECISIONS)}")
-    return value
+def tensorrt_precision(value: str | None = None) -> str:
+    """The image engine precision a run asks for (empty: fp16); BackendUnavailable naming the setting otherwise."""
+    precision = (value or "").strip().lower() or "fp16"
+    if precision not in PRECISIONS:
+        raise BackendUnavailable(f"{PRECISION_SETTING}={precision!r} is not one of {', '.join(PRECISIONS)}")
+    return precision
 
 
 def engine_key(model: ModelDirectory, tower: str, precision: str, tensorrt_version: str, device: DeviceInfo) -> EngineKey:
@@ -78,11 +80,11 @@ def engine_key(model: ModelDirectory, tower: str, precision: str, tensorrt_versi
     )
 
 
-def default_calibration(model: ModelDirectory) -> CalibrationSet:
-    """The calibration images used when none are given: the sample studies, preprocessed."""
-    from engines.calibration import sample_study_images
-
-    return sample_study_images(size=model.image_size, mean=model.mean, std=model.std)
+def default_calibration(model: ModelDirectory, probes: ProbeSource | None) -> CalibrationSet:
+    """The calibration images used when none are given: the caller's base images (the sample studies)."""
+    if probes is None:
+        raise CalibrationError("an INT8 engine needs calibration images, and neither a calibration set nor a probe source was given")
+    return probes.calibration_set(model)
 
 
 def build_requests(
@@ -95,9 +97,11 @@ def build_requests(
     device: DeviceInfo,
     work_dir: Path,
     calibration: CalibrationSet | None = None,
+    probes: ProbeSource | None = None,
     progress_stream=None,
 ) -> dict[str, BuildRequest]:
-    """What to build for each tower; INT8 calibration images are prepared only if a build happens."""
+    """What to build for each tower; INT8 calibration images (`calibration`, else `probes`'s base images)
+    are prepared only if a build happens."""
     requests: dict[str, BuildRequest] = {}
     for tower, tower_precision, onnx_path in (("image", precision, onnx.image_model), ("text", TEXT_PRECISION, onnx.text_model)):
         key = engine_key(model, tower, tower_precision, builder.version, device)
@@ -107,7 +111,7 @@ def build_requests(
             images = None
             cache_path = None
             if key.precision == "int8":
-                calibration_set = calibration if calibration is not None else default_calibration(model)
+                calibration_set = calibration if calibration is not None else default_calibration(model, probes)
                 images = calibration_set.images
                 metadata["calibration"] = {
                     # never the folder path: sidecars are copied around and a path can name a patient
@@ -186,6 +190,7 @@ class TensorRTBackend(InferenceBackend):
         *,
         builder: TensorRTBuilder,
         cuda: CudaRuntime,
+        probes: ProbeSource | None = None,
     ) -> None:
         super().__init__(model)
         from engines.onnxruntime_backend import read_logit_scale
@@ -200,7 +205,9 @@ class TensorRTBackend(InferenceBackend):
         except OnnxExportError as exc:
             raise BackendUnavailable(str(exc)) from exc
         runtime = trt.Runtime(shared_logger(trt).logger)
-        requests = build_requests(model, self.files, precision, builder=builder, cuda=cuda, device=self.device, work_dir=work_dir)
+        requests = build_requests(
+            model, self.files, precision, builder=builder, cuda=cuda, device=self.device, work_dir=work_dir, probes=probes
+        )
         try:
             for tower, request in requests.items():
                 self._runners[tower] = load_tower(
@@ -215,7 +222,7 @@ class TensorRTBackend(InferenceBackend):
         self.image_engine = requests["image"].key
         self.name = f"tensorrt-{precision}"
         self.logit_scale = read_logit_scale(model.weights_path)
-        self.gate = self._check_gate(model, work_dir, builder.version)
+        self.gate = self._check_gate(model, work_dir, builder.version, probes)
 
     def _encode_images(self, images: np.ndarray) -> np.ndarray:
         return self._runners["image"].run({IMAGE_INPUT: images})
@@ -232,10 +239,10 @@ class TensorRTBackend(InferenceBackend):
         session = ort.InferenceSession(str(self.files.image_model), options, providers=["CPUExecutionProvider"])
         return lambda images: l2_normalise(session.run(None, {IMAGE_INPUT: np.ascontiguousarray(images, dtype=np.float32)})[0])
 
-    def _check_gate(self, model: ModelDirectory, work_dir: Path, tensorrt_version: str) -> GateResult:
-        from engines.calibration import probe_images, sample_study_images
-        from engines.cpu_fast_path import bundled_class_sets
-
+    def _check_gate(self, model: ModelDirectory, work_dir: Path, tensorrt_version: str, probes: ProbeSource | None) -> GateResult:
+        if probes is None:
+            self.close()
+            raise BackendUnavailable(f"no probe set was given, so the parity gate of the TensorRT {self.precision} engine cannot run")
         path = f"tensorrt-{self.precision}"
         thresholds = INT8_THRESHOLDS if self.precision == "int8" else FP16_THRESHOLDS
         engine_meta = cached_engine_problem(work_dir, self.image_engine)[0]
@@ -244,20 +251,19 @@ class TensorRTBackend(InferenceBackend):
             "gpu": f"{self.device.name} ({self.device.compute_capability})",
             "engine_sha256": engine_meta.metadata.get("sha256") if engine_meta else "unknown",
         }
-        key = gate_key(model.sha256, path, details)
+        key = gate_key(model.sha256, path, details, probe_set=probes.name)
         records = GateRecords(work_dir)
         result = records.load(key)
         if result is None:
             log.info("checking the TensorRT %s image engine against float32 on the probe set (once per engine)", self.precision)
-            base = sample_study_images(size=model.image_size, mean=model.mean, std=model.std)
-            probes = probe_images(base, size=model.image_size, mean=model.mean, std=model.std)
+            probe_set = probes.probe_set(model, work_dir)
             result = evaluate_gate(
                 path=path,
                 key=key,
                 reference=self.float32_image_encoder(),
                 candidate=self.encode_images,
-                probes=probes,
-                class_sets=bundled_class_sets(self, model, work_dir),
+                probes=probe_set.images,
+                class_sets=probe_set.class_sets(self),
                 thresholds=thresholds,
                 details=details,
             )
@@ -274,9 +280,15 @@ class TensorRTBackend(InferenceBackend):
         self._runners = {}
 
 
-def open_tensorrt_backend(model: ModelDirectory, work_dir: Path, *, environ: Mapping[str, str] | None = None) -> InferenceBackend:
-    """The TensorRT backend, or BackendNotApplicable (no TensorRT / no GPU) / BackendUnavailable (it failed)."""
-    precision = tensorrt_precision(environ)
+def open_tensorrt_backend(
+    model: ModelDirectory, work_dir: Path, *, precision: str | None = None, probes: ProbeSource | None = None
+) -> InferenceBackend:
+    """The TensorRT backend, or BackendNotApplicable (no TensorRT / no GPU) / BackendUnavailable (it failed).
+
+    `precision` is the run's image engine precision (empty: fp16); `probes` the caller's probe
+    set for the parity gate and default INT8 calibration (app/probe_set.py).
+    """
+    precision = tensorrt_precision(precision)
     try:
         builder = TensorRTBuilder()
     except TensorRTUnavailable as exc:
@@ -286,6 +298,6 @@ def open_tensorrt_backend(model: ModelDirectory, work_dir: Path, *, environ: Map
     except CudaUnavailable as exc:
         raise BackendNotApplicable(f"no CUDA GPU can be used ({exc})") from exc
     try:
-        return TensorRTBackend(model, work_dir, precision, builder=builder, cuda=cuda)
+        return TensorRTBackend(model, work_dir, precision, builder=builder, cuda=cuda, probes=probes)
     except (EngineBuildError, EngineCacheError, CudaError, CalibrationError, TensorRTExecutionError, ContextOutOfMemory, OSError) as exc:
         raise BackendUnavailable(f"{type(exc).__name__}: {exc}") from exc

@@ -1,9 +1,10 @@
 """The remote backend: the image and text towers served by a Triton Inference Server (KServe v2 over HTTP).
 
 When `TRITON_SERVER_NETLOC` is set (the MONAI Deploy SDK's convention; also the `-t` /
-`--triton-server-netloc` flag), the MAP does not load the towers itself: it sends the image and
+`--triton-server-netloc` flag; app/settings.py resolves both into `EngineSettings`, and this
+module reads no environment), the MAP does not load the towers itself: it sends the image and
 token batches to the server, so many MAP containers share a few GPU servers. The server runs the
-repository written by `python -m engines triton-repo` (engines/triton_repository.py).
+repository written by `python -m app.engine_commands triton-repo` (engines/triton_repository.py).
 
 Before the first request the backend checks that the server is live, that both encoders are
 ready, and that the weights sha256 in their configuration equals the local model folder's: the
@@ -31,7 +32,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import queue
 import threading
 import weakref
@@ -43,6 +43,7 @@ import numpy as np
 
 from engines.base import BackendConfigError, BackendUnavailable, InferenceBackend
 from engines.onnx_export import IMAGE_INPUT, IMAGE_OUTPUT, TEXT_INPUTS, TEXT_OUTPUT
+from engines.selection import DEFAULT_TRITON_TIMEOUT_S
 from engines.triton_repository import IMAGE_MODEL, PARAM_WEIGHTS_SHA256, TEXT_MODEL
 from models.directory import ModelDirectory
 
@@ -50,9 +51,7 @@ log = logging.getLogger(__name__)
 
 TRITON_NETLOC_ENV = "TRITON_SERVER_NETLOC"
 TRITON_FALLBACK_ENV = "BIOMEDCLIP_MAP_TRITON_FALLBACK"
-TRITON_TIMEOUT_ENV = "BIOMEDCLIP_MAP_TRITON_TIMEOUT_S"
-FALLBACK_CHOICES = ("none", "local")
-DEFAULT_TIMEOUT_S = 60.0
+"""Names of the run settings (read by app/settings.py) that messages tell an administrator to set."""
 CONNECT_TIMEOUT_S = 10.0
 
 
@@ -95,30 +94,6 @@ def parse_triton_target(value: str, origin: str = TRITON_NETLOC_ENV) -> TritonTa
             "(the server's HTTP port, 8000 by default)"
         )
     return TritonTarget(text, ssl)
-
-
-def triton_fallback_enabled(configured: bool | None = None, environ: Mapping[str, str] | None = None) -> bool:
-    """Whether a failing Triton server falls back to local inference: the setting if given, else the environment."""
-    if configured is not None:
-        return configured
-    value = (os.environ if environ is None else environ).get(TRITON_FALLBACK_ENV, "").strip().lower() or "none"
-    if value not in FALLBACK_CHOICES:
-        raise TritonConfigError(f"{TRITON_FALLBACK_ENV}={value!r}: choose one of {', '.join(FALLBACK_CHOICES)}")
-    return value == "local"
-
-
-def triton_timeout_s(environ: Mapping[str, str] | None = None) -> float:
-    """Seconds one request may take before it counts as failed (`BIOMEDCLIP_MAP_TRITON_TIMEOUT_S`, default 60)."""
-    value = (os.environ if environ is None else environ).get(TRITON_TIMEOUT_ENV, "").strip()
-    if not value:
-        return DEFAULT_TIMEOUT_S
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = -1.0
-    if seconds <= 0:
-        raise TritonConfigError(f"{TRITON_TIMEOUT_ENV}={value!r}: expected a positive number of seconds")
-    return seconds
 
 
 def _remote_errors() -> tuple[type[BaseException], ...]:
@@ -190,7 +165,7 @@ class TritonBackend(InferenceBackend):
         model: ModelDirectory,
         target: TritonTarget,
         *,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
+        timeout_s: float = DEFAULT_TRITON_TIMEOUT_S,
         open_fallback: Callable[[], InferenceBackend] | None = None,
     ) -> None:
         super().__init__(model)
@@ -235,7 +210,7 @@ class TritonBackend(InferenceBackend):
             if not client.is_model_ready(name):
                 raise TritonUnavailable(
                     f"{where} does not have model {name!r} ready; load the repository written by "
-                    "`python -m engines triton-repo` (tritonserver --model-repository ...)"
+                    "`python -m app.engine_commands triton-repo` (tritonserver --model-repository ...)"
                 )
             config = client.get_model_config(name)
         except _remote_errors() as exc:
@@ -245,7 +220,7 @@ class TritonBackend(InferenceBackend):
             raise TritonUnavailable(
                 f"{where} serves {name!r} with weights sha256 {served or '(not stated)'}, but the local model folder "
                 f"holds {self._expected_sha256}; export the repository from this model folder "
-                "(`python -m engines triton-repo`) so the report names the model that computed it"
+                "(`python -m app.engine_commands triton-repo`) so the report names the model that computed it"
             )
         self.max_batch[name] = max(1, int(config.get("max_batch_size") or 1))
         return str(config.get("platform") or config.get("backend") or "unknown")
@@ -329,8 +304,8 @@ def open_triton_backend(
     netloc: str,
     *,
     open_local: Callable[[], InferenceBackend],
-    fallback: bool | None = None,
-    environ: Mapping[str, str] | None = None,
+    fallback: bool = False,
+    timeout_s: float = DEFAULT_TRITON_TIMEOUT_S,
 ) -> InferenceBackend:
     """The Triton backend for `netloc`, or the local backend when the server is unusable and fallback is on.
 
@@ -339,11 +314,9 @@ def open_triton_backend(
     used and fallback is off.
     """
     target = parse_triton_target(netloc)
-    use_fallback = triton_fallback_enabled(fallback, environ)
+    use_fallback = bool(fallback)
     try:
-        backend = TritonBackend(
-            model, target, timeout_s=triton_timeout_s(environ), open_fallback=open_local if use_fallback else None
-        )
+        backend = TritonBackend(model, target, timeout_s=timeout_s, open_fallback=open_local if use_fallback else None)
     except TritonUnavailable as exc:
         if not use_fallback:
             raise TritonUnavailable(

@@ -1,4 +1,4 @@
-"""Exporting a model as a Triton Inference Server model repository (`python -m engines triton-repo OUT`).
+"""Exporting a model as a Triton Inference Server model repository (`python -m app.engine_commands triton-repo OUT`).
 
 Large sites run the two BiomedCLIP towers on shared GPU servers and let many MAP containers send
 them requests (engines/triton_backend.py). The repository written here is what such a server
@@ -190,59 +190,3 @@ def write_triton_repository(
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     return destination
-
-
-def add_triton_repo_command(commands) -> None:
-    """Declare `triton-repo OUT` on the `python -m engines` argument parser's sub-commands."""
-    defaults = TritonRepositoryOptions()
-    command = commands.add_parser(
-        "triton-repo",
-        help="write a Triton Inference Server model repository (image and text encoders) for scale-out",
-        description="Write a Triton model repository serving the model's image and text towers (ONNX, dynamic "
-        "batching, instance groups). Serve it with: tritonserver --model-repository OUT",
-    )
-    command.add_argument("out", type=Path, help="new folder for the repository (never overwritten)")
-    command.add_argument("-m", "--model", type=Path, default=None, help="model folder, or the models folder holding biomedclip/ (default: $HOLOSCAN_MODEL_PATH, else ./models)")
-    command.add_argument("-w", "--workdir", type=Path, default=None, help="work folder for the ONNX export cache (default: $HOLOSCAN_WORKDIR, else a folder in the system temp dir)")
-    command.add_argument("--image-max-batch", type=int, default=defaults.image_max_batch_size, help=f"max_batch_size of the image encoder (default {defaults.image_max_batch_size})")
-    command.add_argument("--text-max-batch", type=int, default=defaults.text_max_batch_size, help=f"max_batch_size of the text encoder (default {defaults.text_max_batch_size})")
-    command.add_argument("--instances", type=int, default=defaults.instance_count, help="model instances per GPU (or in total for CPU) (default 1)")
-    command.add_argument("--instance-kind", choices=sorted(INSTANCE_KINDS), default=defaults.instance_kind, help="run the instances on the server's GPUs or CPUs (default gpu)")
-    command.add_argument("--accelerator", choices=ACCELERATORS, default=defaults.accelerator, help="let Triton's ONNX Runtime backend build TensorRT engines on the server GPU (fp16: faster, results differ slightly) (default none)")
-    command.add_argument("--max-queue-delay-us", type=int, default=defaults.max_queue_delay_us, help=f"dynamic batching delay in microseconds (default {defaults.max_queue_delay_us})")
-
-
-def run_triton_repo_command(args) -> int:
-    """Run `triton-repo` from parsed arguments; 0 on success, 2 when the model or the destination is unusable."""
-    import logging
-    import tempfile
-
-    from models.directory import open_model_dir
-    from models.errors import ModelDirectoryError
-
-    log = logging.getLogger("engines")
-    model_path = args.model or Path(os.environ.get("HOLOSCAN_MODEL_PATH") or "models")
-    work_dir = args.workdir or Path(os.environ.get("HOLOSCAN_WORKDIR") or Path(tempfile.gettempdir()) / "biomedclip-map-work")
-    options = TritonRepositoryOptions(
-        image_max_batch_size=args.image_max_batch,
-        text_max_batch_size=args.text_max_batch,
-        instance_count=args.instances,
-        instance_kind=args.instance_kind,
-        accelerator=args.accelerator,
-        max_queue_delay_us=args.max_queue_delay_us,
-    )
-    try:
-        model = open_model_dir(model_path, allow_untrained=True)
-        written = write_triton_repository(model, args.out, work_dir=work_dir, options=options)
-    except (ModelDirectoryError, TritonRepositoryError) as exc:
-        log.error("%s", exc)
-        return 2
-    identity = model.identity
-    log.info(
-        "wrote the Triton model repository for %s %s (status %s, sha256 %s…) to %s; serve it with "
-        "`tritonserver --model-repository %s` and point the MAP at it with TRITON_SERVER_NETLOC=<host>:8000",
-        identity.name, identity.version, identity.status, identity.sha256[:12], written, written,
-    )
-    if identity.untrained:
-        log.warning("this model is UNTRAINED (random weights): a server running it gives meaningless results")
-    return 0

@@ -16,7 +16,8 @@ import pytest
 from engines.base import BackendUnavailable
 from engines.onnx_export import ONNX_METADATA
 from engines.onnx_files import onnx_cache_dir
-from engines.selection import BACKEND_ENV, BackendConfigError, open_backend
+from app.settings import ENV_BACKEND as BACKEND_ENV, engine_settings
+from engines.selection import BackendConfigError, open_backend
 from engines.tokenizer import TextTokenizer
 from models.directory import ModelDirectory, open_model_dir
 
@@ -233,7 +234,7 @@ def test_failed_export_leaves_no_partial_files(model, tmp_path: Path, monkeypatc
 
 
 def test_cli_exports_onnx_into_the_model_folder(tiny_model_dir: Path, tmp_path: Path) -> None:
-    from engines.__main__ import main
+    from app.engine_commands import main
     from engines.onnx_files import onnx_folder_problem
 
     copy = tmp_path / "biomedclip"
@@ -247,20 +248,20 @@ def test_cli_exports_onnx_into_the_model_folder(tiny_model_dir: Path, tmp_path: 
 
 def test_environment_variable_forces_pytorch(model, tmp_path: Path, caplog) -> None:
     caplog.set_level(logging.INFO, logger="engines")
-    backend = open_backend(model, "onnxruntime", work_dir=tmp_path, environ={BACKEND_ENV: "pytorch"})
+    backend = open_backend(model, engine_settings("onnxruntime", {BACKEND_ENV: "pytorch"}), work_dir=tmp_path)
     assert backend.name.startswith("pytorch-")
     assert f"forced by {BACKEND_ENV}=pytorch" in caplog.text
     assert not (tmp_path / "onnx").exists()  # ONNX Runtime was not tried
 
 
 def test_configured_backend_applies_without_environment_variable(model, ort_backend, onnx_work_dir: Path) -> None:
-    backend = open_backend(model, "onnxruntime", work_dir=onnx_work_dir, environ={})
+    backend = open_backend(model, engine_settings("onnxruntime", {}), work_dir=onnx_work_dir)
     assert backend.name.startswith("onnxruntime-")
 
 
 def test_unknown_backend_name_is_a_configuration_error(model, tmp_path: Path) -> None:
     with pytest.raises(BackendConfigError) as info:
-        open_backend(model, "auto", work_dir=tmp_path, environ={BACKEND_ENV: "tensorflow"})
+        open_backend(model, engine_settings("auto", {BACKEND_ENV: "tensorflow"}), work_dir=tmp_path)
     assert f"{BACKEND_ENV}=tensorflow" in str(info.value) and "onnxruntime" in str(info.value)
 
 
@@ -272,7 +273,7 @@ def test_auto_falls_back_to_pytorch_with_one_log_line(model, tmp_path: Path, mon
 
     monkeypatch.setattr(onnx_export, "_export_towers", broken)
     caplog.set_level(logging.INFO, logger="engines")
-    backend = open_backend(model, "auto", work_dir=tmp_path, environ={})
+    backend = open_backend(model, "auto", work_dir=tmp_path)
     assert backend.name.startswith("pytorch-")
     fallbacks = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(fallbacks) == 1
@@ -286,6 +287,6 @@ def test_forced_backend_that_cannot_be_used_is_an_error(model, tmp_path: Path, m
 
     monkeypatch.setattr(onnx_export, "_export_towers", lambda m, f: (_ for _ in ()).throw(ImportError("no torch")))
     with pytest.raises(BackendUnavailable) as info:
-        open_backend(model, "auto", work_dir=tmp_path, environ={BACKEND_ENV: "onnxruntime"})
+        open_backend(model, engine_settings("auto", {BACKEND_ENV: "onnxruntime"}), work_dir=tmp_path)
     message = str(info.value)
     assert f"{BACKEND_ENV}=onnxruntime" in message and "export-onnx" in message

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from pydicom.data import get_testdata_file
 
-from engines.calibration import CalibrationError, CalibrationSet, folder_images, probe_images, sample_study_images
+from app.probe_set import folder_images, probe_images, sample_study_images
+from engines.calibration import CalibrationError, CalibrationSet
 
 MEAN = (0.48145466, 0.4578275, 0.40821073)
 STD = (0.26862954, 0.26130258, 0.27577711)

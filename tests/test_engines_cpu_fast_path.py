@@ -27,12 +27,15 @@ from engines.cpu_fast_path import INT8_PATH, open_fastest_cpu_backend, open_forc
 from engines.onnx_files import onnx_files_for
 from engines.parity_gate import GATE_SUBDIR, GateThresholds, gate_key
 from engines.quantization import INT8_IMAGE_ONNX, int8_cache_dir, int8_folder_problem, int8_image_graph_for
-from engines.selection import BACKEND_ENV, open_backend
+from app.probe_set import PROBE_SET_NAME, SampleStudyProbes
+from app.settings import ENV_BACKEND as BACKEND_ENV, engine_settings
+from engines.selection import open_backend
 from models.directory import ModelDirectory, open_model_dir
 
 AVX2 = CpuFeatures("x86_64", frozenset({"sse4_2", "avx", "avx2", "fma"}))
 AVX2_AMX = CpuFeatures("x86_64", frozenset({"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile"}))
 NO_SIMD = CpuFeatures("x86_64", frozenset({"sse2"}))
+PROBES = SampleStudyProbes()
 
 
 @pytest.fixture(scope="module")
@@ -121,13 +124,14 @@ def test_cpu_flags_decide_which_paths_are_offered() -> None:
 def test_gate_key_changes_with_everything_that_changes_the_answers(model) -> None:
     path = cpu_fast_path.PATHS_BY_NAME[INT8_PATH]
     base = cpu_fast_path.gate_ingredients(path, AVX2)
-    key = gate_key(model.sha256, INT8_PATH, base)
-    assert key == gate_key(model.sha256, INT8_PATH, dict(base))
-    assert key != gate_key("0" * 64, INT8_PATH, base)
-    assert key != gate_key(model.sha256, "pytorch-bf16", base)
-    assert key != gate_key(model.sha256, INT8_PATH, cpu_fast_path.gate_ingredients(path, AVX2_AMX))
-    assert key != gate_key(model.sha256, INT8_PATH, {**base, "runtime": "onnxruntime 0.0.1"})
-    assert key != gate_key(model.sha256, INT8_PATH, {**base, "recipe": "another"})
+    key = gate_key(model.sha256, INT8_PATH, base, probe_set=PROBE_SET_NAME)
+    assert key == gate_key(model.sha256, INT8_PATH, dict(base), probe_set=PROBE_SET_NAME)
+    assert key != gate_key("0" * 64, INT8_PATH, base, probe_set=PROBE_SET_NAME)
+    assert key != gate_key(model.sha256, "pytorch-bf16", base, probe_set=PROBE_SET_NAME)
+    assert key != gate_key(model.sha256, INT8_PATH, cpu_fast_path.gate_ingredients(path, AVX2_AMX), probe_set=PROBE_SET_NAME)
+    assert key != gate_key(model.sha256, INT8_PATH, {**base, "runtime": "onnxruntime 0.0.1"}, probe_set=PROBE_SET_NAME)
+    assert key != gate_key(model.sha256, INT8_PATH, {**base, "recipe": "another"}, probe_set=PROBE_SET_NAME)
+    assert key != gate_key(model.sha256, INT8_PATH, base, probe_set="another-probe-set")
 
 
 # --------------------------------------------------------------------------- INT8 graph
@@ -189,7 +193,7 @@ def test_auto_chooses_int8_when_the_gate_passes_and_keeps_the_result(model, work
     features(AVX2)
     speeds({"float32": 100.0, "onnxruntime-int8-cpu": 260.0})
     caplog.set_level(logging.INFO, logger="engines")
-    backend = open_backend(model, "auto", work_dir=work, environ={})
+    backend = open_backend(model, "auto", work_dir=work, probes=PROBES)
     assert backend.name == "onnxruntime-int8-cpu"
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert "fast CPU path onnxruntime-int8: min cosine" in caplog.text
@@ -201,14 +205,14 @@ def test_auto_chooses_int8_when_the_gate_passes_and_keeps_the_result(model, work
     assert len(list((work / "text-embeddings").glob("*.npy"))) == 4
 
     _no_gate(monkeypatch)
-    again = open_fastest_cpu_backend(model, work)
+    again = open_fastest_cpu_backend(model, work, probes=PROBES)
     assert again.name == "onnxruntime-int8-cpu"
 
 
 def test_auto_picks_the_fastest_path_that_passes(model, work, features, speeds) -> None:
     features(AVX2_AMX)
     speeds({"float32": 100.0, "onnxruntime-int8-cpu": 200.0, "pytorch-bf16-cpu": 320.0})
-    backend = open_fastest_cpu_backend(model, work)
+    backend = open_fastest_cpu_backend(model, work, probes=PROBES)
     assert backend.name == "pytorch-bf16-cpu"
     records = {r["path"]: r for r in _records(work)}
     assert set(records) == {"onnxruntime-int8", "pytorch-bf16"}
@@ -223,7 +227,7 @@ def test_failed_gate_falls_back_to_float32_with_one_warning(model, work, feature
     monkeypatch.setattr(cpu_fast_path, "FAST_PATHS", (strict, cpu_fast_path.PATHS_BY_NAME["pytorch-bf16"]))
     monkeypatch.setitem(cpu_fast_path.PATHS_BY_NAME, INT8_PATH, strict)
     caplog.set_level(logging.INFO, logger="engines")
-    backend = open_backend(model, "auto", work_dir=work, environ={})
+    backend = open_backend(model, "auto", work_dir=work, probes=PROBES)
     assert backend.name == "onnxruntime-cpu"
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1
@@ -234,7 +238,7 @@ def test_failed_gate_falls_back_to_float32_with_one_warning(model, work, feature
 
     caplog.clear()
     _no_gate(monkeypatch)
-    assert open_fastest_cpu_backend(model, work).name == "onnxruntime-cpu"
+    assert open_fastest_cpu_backend(model, work, probes=PROBES).name == "onnxruntime-cpu"
     assert len([r for r in caplog.records if r.levelno >= logging.WARNING]) == 1
 
 
@@ -242,7 +246,7 @@ def test_cpu_without_int8_instructions_uses_float32_with_one_info_line(model, wo
     features(NO_SIMD)
     _no_gate(monkeypatch)
     caplog.set_level(logging.INFO, logger="engines")
-    backend = open_fastest_cpu_backend(model, work)
+    backend = open_fastest_cpu_backend(model, work, probes=PROBES)
     assert backend.name == "onnxruntime-cpu"
     lines = [r for r in caplog.records if r.getMessage().startswith("fast CPU path not used")]
     assert len(lines) == 1 and lines[0].levelno == logging.INFO
@@ -254,7 +258,7 @@ def test_a_path_that_is_not_clearly_faster_is_not_used(model, work, features, sp
     features(AVX2)
     speeds({"float32": 100.0, "onnxruntime-int8-cpu": 105.0})
     caplog.set_level(logging.INFO, logger="engines")
-    assert open_fastest_cpu_backend(model, work).name == "onnxruntime-cpu"
+    assert open_fastest_cpu_backend(model, work, probes=PROBES).name == "onnxruntime-cpu"
     assert "onnxruntime-int8 is not clearly faster than float32" in caplog.text
     assert _records(work)[0]["passed"]  # accurate, just not worth it here
 
@@ -262,11 +266,11 @@ def test_a_path_that_is_not_clearly_faster_is_not_used(model, work, features, sp
 def test_unreadable_gate_record_is_reported_and_the_gate_runs_again(model, work, features, speeds, caplog) -> None:
     features(AVX2)
     speeds({"float32": 100.0, "onnxruntime-int8-cpu": 260.0})
-    open_fastest_cpu_backend(model, work)
+    open_fastest_cpu_backend(model, work, probes=PROBES)
     (path,) = (work / GATE_SUBDIR).glob("*.json")
     path.write_text("{not json")
     caplog.set_level(logging.INFO, logger="engines")
-    assert open_fastest_cpu_backend(model, work).name == "onnxruntime-int8-cpu"
+    assert open_fastest_cpu_backend(model, work, probes=PROBES).name == "onnxruntime-int8-cpu"
     assert "is unreadable" in caplog.text and json.loads(path.read_text())["passed"]
 
 
@@ -278,9 +282,20 @@ def test_gate_that_cannot_run_falls_back_with_the_reason(model, work, features, 
 
     monkeypatch.setattr(cpu_fast_path, "run_gate", broken)
     caplog.set_level(logging.INFO, logger="engines")
-    assert open_fastest_cpu_backend(model, work).name == "onnxruntime-cpu"
+    assert open_fastest_cpu_backend(model, work, probes=PROBES).name == "onnxruntime-cpu"
     (warning,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert "the parity gate could not run (OSError: simulated" in warning
+
+
+def test_without_a_probe_set_no_reduced_precision_path_is_used(model, work, features, monkeypatch, caplog) -> None:
+    features(AVX2)
+    _no_gate(monkeypatch)
+    caplog.set_level(logging.INFO, logger="engines")
+    assert open_backend(model, "auto", work_dir=work).name == "onnxruntime-cpu"
+    (line,) = [r for r in caplog.records if r.getMessage().startswith("fast CPU path not used")]
+    assert line.levelno == logging.INFO and "no probe set" in line.getMessage()
+    with pytest.raises(BackendUnavailable, match="no probe set was given"):
+        open_backend(model, "onnxruntime-int8", work_dir=work)
 
 
 # --------------------------------------------------------------------------- forced paths
@@ -291,7 +306,7 @@ def test_forced_int8_that_fails_the_gate_is_an_error_naming_the_figures(model, w
     strict = dataclasses.replace(cpu_fast_path.PATHS_BY_NAME[INT8_PATH], thresholds=GateThresholds(0.9999999, 1.0))
     monkeypatch.setitem(cpu_fast_path.PATHS_BY_NAME, INT8_PATH, strict)
     with pytest.raises(BackendUnavailable) as info:
-        open_backend(model, "auto", work_dir=work, environ={BACKEND_ENV: "onnxruntime-int8"})
+        open_backend(model, engine_settings("auto", {BACKEND_ENV: "onnxruntime-int8"}), work_dir=work, probes=PROBES)
     message = str(info.value)
     assert f"{BACKEND_ENV}=onnxruntime-int8" in message and "failed the parity gate" in message and "min cosine" in message
 
@@ -299,7 +314,7 @@ def test_forced_int8_that_fails_the_gate_is_an_error_naming_the_figures(model, w
 def test_forced_bf16_runs_its_gate_even_where_bf16_is_emulated(model, work, features, caplog) -> None:
     features(AVX2)
     caplog.set_level(logging.INFO, logger="engines")
-    backend = open_forced_fast_path("pytorch-bf16", model, work)
+    backend = open_forced_fast_path("pytorch-bf16", model, work, probes=PROBES)
     assert backend.name == "pytorch-bf16-cpu"
     assert "pytorch-bf16 is forced although bfloat16 is emulated" in caplog.text
     (record,) = _records(work)

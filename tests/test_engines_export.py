@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from app.probe_set import SampleStudyProbes
 from engines import export_parity
 from engines.onnx_files import onnx_folder_problem
 from models.directory import open_model_dir
@@ -23,7 +24,7 @@ def model_copy(tiny_model_dir: Path, tmp_path: Path) -> Path:
 
 
 def test_export_writes_the_onnx_files_and_reports_parity(model_copy: Path, caplog) -> None:
-    from engines.__main__ import main
+    from app.engine_commands import main
 
     caplog.set_level(logging.INFO, logger="engines")
     assert main(["export", str(model_copy)]) == 0
@@ -34,16 +35,18 @@ def test_export_writes_the_onnx_files_and_reports_parity(model_copy: Path, caplo
 
 
 def test_parity_figures_cover_both_towers(model_copy: Path) -> None:
-    from engines.__main__ import main
+    from app.engine_commands import main
 
     assert main(["export", str(model_copy)]) == 0
-    parity = export_parity.check_export_parity(open_model_dir(model_copy, allow_untrained=True), model_copy / "onnx")
+    model = open_model_dir(model_copy, allow_untrained=True)
+    samples = SampleStudyProbes().calibration_set(model).images
+    parity = export_parity.check_export_parity(model, model_copy / "onnx", samples)
     assert parity.images == 4 and parity.texts == len(export_parity.PROBE_TEXTS)
     assert parity.image_min_cosine >= 0.9999 and parity.text_min_cosine >= 0.9999
 
 
 def test_export_that_fails_the_parity_check_is_removed(model_copy: Path, monkeypatch, caplog) -> None:
-    from engines.__main__ import main
+    from app.engine_commands import main
 
     monkeypatch.setattr(export_parity, "EXPORT_MIN_COSINE", 1.5)  # no export can reach it
     caplog.set_level(logging.INFO, logger="engines")
@@ -54,7 +57,7 @@ def test_export_that_fails_the_parity_check_is_removed(model_copy: Path, monkeyp
 
 
 def test_quantize_ships_the_int8_graph_and_gate_result_in_the_model_folder(model_copy: Path, tmp_path: Path, capsys) -> None:
-    from engines.__main__ import main
+    from app.engine_commands import main
     from engines.quantization import int8_folder_problem
 
     assert main(["quantize", "-m", str(model_copy), "-w", str(tmp_path / "work")]) == 0

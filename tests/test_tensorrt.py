@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engines.calibration import probe_images, sample_study_images
+from app.probe_set import SampleStudyProbes, bundled_class_sets, probe_images, sample_study_images
 from engines.parity_gate import top1_agreement
 from models.directory import ModelDirectory, open_model_dir
 
@@ -64,7 +64,7 @@ def _open(model: ModelDirectory, work: Path, precision: str):
     from engines.tensorrt_build import TensorRTBuilder
     from engines.tensorrt_cuda import open_cuda_runtime
 
-    return TensorRTBackend(model, work, precision, builder=TensorRTBuilder(), cuda=open_cuda_runtime())
+    return TensorRTBackend(model, work, precision, builder=TensorRTBuilder(), cuda=open_cuda_runtime(), probes=SampleStudyProbes())
 
 
 def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -72,8 +72,6 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _class_sets(reference, model: ModelDirectory, work: Path) -> list[np.ndarray]:
-    from engines.cpu_fast_path import bundled_class_sets
-
     return bundled_class_sets(reference, model, work)
 
 
@@ -141,13 +139,13 @@ def test_cached_engines_are_reused_and_a_corrupt_one_is_rebuilt(model, work, cap
 def test_auto_selects_tensorrt_first(model, work) -> None:
     from engines.selection import open_backend
 
-    backend = open_backend(model, "auto", work_dir=work, environ={})
+    backend = open_backend(model, "auto", work_dir=work, probes=SampleStudyProbes())
     assert backend.name == "tensorrt-fp16"
     backend.close()
 
 
 def test_build_command_prints_the_engines_and_the_gate(tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
-    from engines.__main__ import main
+    from app.engine_commands import main
 
     assert main(["build", "--precision", "fp16", "-m", str(tiny_model_dir), "-w", str(tmp_path / "work")]) == 0
     summary = json.loads(capsys.readouterr().out)

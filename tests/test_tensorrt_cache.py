@@ -289,10 +289,10 @@ def test_build_progress_shows_phases() -> None:
 
 
 def test_precision_setting_is_checked() -> None:
-    assert tensorrt_precision({}) == "fp16"
-    assert tensorrt_precision({"BIOMEDCLIP_MAP_TENSORRT_PRECISION": "INT8"}) == "int8"
+    assert tensorrt_precision("") == "fp16"
+    assert tensorrt_precision("INT8") == "int8"
     with pytest.raises(BackendUnavailable, match="BIOMEDCLIP_MAP_TENSORRT_PRECISION='fp8' is not one of fp16, int8"):
-        tensorrt_precision({"BIOMEDCLIP_MAP_TENSORRT_PRECISION": "fp8"})
+        tensorrt_precision("fp8")
 
 
 def test_importing_the_tensorrt_modules_needs_neither_tensorrt_nor_torch() -> None:
@@ -320,7 +320,8 @@ def _tensorrt_usable() -> bool:
 
 @pytest.mark.skipif(_tensorrt_usable(), reason="this host has TensorRT and a GPU; tests/test_tensorrt.py covers it")
 def test_without_tensorrt_or_gpu_the_backend_does_not_apply(tiny_model_dir: Path, tmp_path: Path, caplog) -> None:
-    from engines.selection import BACKEND_ENV, open_backend
+    from app.settings import ENV_BACKEND as BACKEND_ENV, engine_settings
+    from engines.selection import open_backend
     from engines.tensorrt_backend import open_tensorrt_backend
     from models.directory import open_model_dir
 
@@ -331,18 +332,18 @@ def test_without_tensorrt_or_gpu_the_backend_does_not_apply(tiny_model_dir: Path
     assert not (tmp_path / "tensorrt").exists()
 
     caplog.set_level(logging.INFO, logger="engines")
-    backend = open_backend(model, "auto", work_dir=tmp_path, environ={})
+    backend = open_backend(model, "auto", work_dir=tmp_path)
     assert not backend.name.startswith("tensorrt")
     (line,) = [r for r in caplog.records if r.getMessage().startswith("TensorRT backend not used")]
     assert line.levelno == logging.INFO and line.getMessage().endswith("falling back to ONNX Runtime")
 
     with pytest.raises(BackendUnavailable, match=f"{BACKEND_ENV}=tensorrt forces the TensorRT backend"):
-        open_backend(model, "auto", work_dir=tmp_path, environ={BACKEND_ENV: "tensorrt"})
+        open_backend(model, engine_settings("auto", {BACKEND_ENV: "tensorrt"}), work_dir=tmp_path)
 
 
 @pytest.mark.skipif(_tensorrt_usable(), reason="this host has TensorRT and a GPU; tests/test_tensorrt.py covers it")
 def test_build_command_on_a_cpu_host_says_why_in_one_line(tiny_model_dir: Path, tmp_path: Path, caplog) -> None:
-    from engines.__main__ import main
+    from app.engine_commands import main
 
     caplog.set_level(logging.INFO, logger="engines")
     assert main(["build", "--precision", "fp16", "-m", str(tiny_model_dir), "-w", str(tmp_path / "work")]) == 2
@@ -351,7 +352,7 @@ def test_build_command_on_a_cpu_host_says_why_in_one_line(tiny_model_dir: Path, 
 
 
 def test_build_command_refuses_an_unusable_calibration_folder_first(tiny_model_dir: Path, tmp_path: Path, caplog) -> None:
-    from engines.__main__ import main
+    from app.engine_commands import main
 
     empty = tmp_path / "calib"
     empty.mkdir()

@@ -16,12 +16,12 @@ import pytest
 
 from app.cli import EXIT_CANNOT_START, EXIT_OK, EXIT_STUDY_FAILED, map_main
 from app.sample_studies import build_sample_studies
-from engines.__main__ import main as engines_main
+from app.engine_commands import main as engines_main
 from engines.base import BackendUnavailable
 from engines.onnx_export import IMAGE_INPUT, IMAGE_OUTPUT, TEXT_INPUTS, TEXT_OUTPUT
 from engines.onnx_files import onnx_files_for
 from engines.onnxruntime_backend import OnnxRuntimeBackend
-from engines.selection import BackendConfigError, open_backend
+from engines.selection import BackendConfigError, EngineSettings, open_backend
 from engines.tokenizer import TextTokenizer
 from engines.triton_backend import TritonBackend, TritonInferenceError, parse_triton_target
 from engines.triton_repository import (
@@ -170,7 +170,7 @@ def test_triton_repo_command(tiny_model_dir, work_dir, tmp_path):
 
 
 def test_remote_embeddings_equal_local_onnxruntime(server, tiny_model, work_dir):
-    remote = open_backend(tiny_model, work_dir=work_dir, triton_server_netloc=server.netloc)
+    remote = open_backend(tiny_model, EngineSettings(triton_server_netloc=server.netloc), work_dir=work_dir)
     local = OnnxRuntimeBackend(tiny_model, work_dir, allow_cuda=False)
     assert isinstance(remote, TritonBackend) and remote.name == "triton-onnxruntime"
     assert remote.logit_scale == pytest.approx(local.logit_scale)
@@ -257,7 +257,7 @@ def test_server_going_down_mid_study_falls_back_to_local_when_configured(server,
 
 
 def test_stopped_server_raises_a_clear_error_naming_server_and_model(server, tiny_model, work_dir):
-    backend = open_backend(tiny_model, work_dir=work_dir, triton_server_netloc=server.netloc, triton_fallback=False)
+    backend = open_backend(tiny_model, EngineSettings(triton_server_netloc=server.netloc, triton_fallback=False), work_dir=work_dir)
     server.stop()
     images = np.zeros((1, 3, tiny_model.image_size, tiny_model.image_size), dtype=np.float32)
     with pytest.raises(TritonInferenceError, match=IMAGE_MODEL) as caught:
@@ -273,7 +273,7 @@ def test_server_with_other_weights_is_refused(repository, tiny_model, work_dir, 
     served = KServeV2Server(other).start()
     try:
         with pytest.raises(BackendUnavailable, match="weights sha256 0{64}"):
-            open_backend(tiny_model, work_dir=work_dir, triton_server_netloc=served.netloc, triton_fallback=False)
+            open_backend(tiny_model, EngineSettings(triton_server_netloc=served.netloc, triton_fallback=False), work_dir=work_dir)
     finally:
         served.stop()
 
@@ -281,7 +281,7 @@ def test_server_with_other_weights_is_refused(repository, tiny_model, work_dir, 
 @pytest.mark.parametrize("value", ["triton", "host:port", "http://host", "host:70000", "host:8000/v2"])
 def test_malformed_server_address_is_a_configuration_error(value, tiny_model, work_dir):
     with pytest.raises(BackendConfigError, match="TRITON_SERVER_NETLOC"):
-        open_backend(tiny_model, work_dir=work_dir, triton_server_netloc=value)
+        open_backend(tiny_model, EngineSettings(triton_server_netloc=value), work_dir=work_dir)
 
 
 def test_server_address_forms():

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from app.node.config import NodeConfig, NodeConfigError, load_node_config
+from engines.base import BACKEND_CHOICES
 
 logger = logging.getLogger("biomedclip_map.node")
 
@@ -41,7 +42,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--http-port", type=int, help="loopback port of /healthz, /readyz, /metrics (http.port; default 8787)")
     parser.add_argument("--allow-untrained", action="store_true", help="accept a model whose status is 'untrained' (processing.allow_untrained)")
-    parser.add_argument("--backend", help="inference backend: auto, onnxruntime, pytorch (processing.backend)")
+    parser.add_argument("--backend", help=f"inference backend: {', '.join(BACKEND_CHOICES)} (processing.backend)")
     parser.add_argument("-l", "--log-level", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging level (log_level; default INFO)")
 
 

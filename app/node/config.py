@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from pydantic import ByteSize, Field, ValidationError, field_validator, model_validator
 
+from engines.base import BACKEND_CHOICES, BackendConfigError, checked_backend_name
 from common.configuration import (
     ConfigModel,
     ConfigurationError,
@@ -140,7 +141,7 @@ class ProcessingSettings(ConfigModel):
 
     models: Path
     allow_untrained: bool = False
-    backend: str | None = Field(None, description="auto | onnxruntime | pytorch (default: auto)")
+    backend: str | None = Field(None, description=f"{' | '.join(BACKEND_CHOICES)} (default: auto)")
     work_dir: Path | None = Field(None, description="caches (ONNX export, text embeddings); default <spool>/work")
     max_attempts: int = Field(3, ge=1, le=100, description="runs of a failing study before it is quarantined")
     retry_delay_s: float = Field(30.0, ge=0)
@@ -160,6 +161,16 @@ class ProcessingSettings(ConfigModel):
     deid_include_inputs: bool = Field(False, description="with deid_export: also export the analysed inputs, de-identified")
     clinical_context: bool = Field(False, description="add a scrubbed clinical-context line from the study's free text to the SR")
     run_arguments: list[str] | None = Field(None, description="no longer supported: use the processing keys above")
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return checked_backend_name(value, "processing.backend")
+        except BackendConfigError as exc:
+            raise ValueError(str(exc).removeprefix("processing.backend: ")) from exc
 
     @field_validator("run_arguments")
     @classmethod
