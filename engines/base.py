@@ -36,6 +36,9 @@ BACKEND_NAMES: tuple[str, ...] = ("tensorrt", "onnxruntime", "onnxruntime-int8",
 """Every inference backend a run can be forced to; the one list the CLI, the settings and the node's
 configuration are checked against."""
 BACKEND_CHOICES: tuple[str, ...] = (AUTO, *BACKEND_NAMES)
+
+#: Seconds a remote (Triton) inference request may take before the run gives up on the server.
+DEFAULT_TRITON_TIMEOUT_S = 60.0
 """What a backend setting may say: `auto` (the product's order of preference) or one backend."""
 
 

@@ -27,6 +27,7 @@ from engines.base import (
     BACKEND_CHOICES,
     BACKEND_NAMES,
     BackendConfigError,
+    DEFAULT_TRITON_TIMEOUT_S,
     BackendNotApplicable,
     BackendUnavailable,
     InferenceBackend,
@@ -42,7 +43,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TRITON_TIMEOUT_S = 60.0
 
 
 @dataclass(frozen=True)

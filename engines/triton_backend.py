@@ -41,9 +41,8 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from engines.base import BackendConfigError, BackendUnavailable, InferenceBackend
+from engines.base import DEFAULT_TRITON_TIMEOUT_S, BackendConfigError, BackendUnavailable, InferenceBackend
 from engines.onnx_export import IMAGE_INPUT, IMAGE_OUTPUT, TEXT_INPUTS, TEXT_OUTPUT
-from engines.selection import DEFAULT_TRITON_TIMEOUT_S
 from engines.triton_repository import IMAGE_MODEL, PARAM_WEIGHTS_SHA256, TEXT_MODEL
 from models.directory import ModelDirectory
 

@@ -16,9 +16,11 @@ import sys
 import tomllib
 from pathlib import Path
 
+import grimp
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+PACKAGES = ("common", "models", "engines", "operators", "app", "deploy", "bench")
 LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
 
 
@@ -113,3 +115,60 @@ def test_the_environment_check_finds_a_read(tmp_path: Path):
     sample = tmp_path / "engines" / "reads.py"
     sample.write_text("import os\nvalue = os.environ.get('X')\nfrom os import getenv\nother = os.getenv('Y')\n", encoding="utf-8")
     assert _environment_reads(sample, tmp_path) == ["engines/reads.py:2", "engines/reads.py:3", "engines/reads.py:4"]
+
+
+# --------------------------------------------------------------------------- no import cycles
+
+
+def import_cycles(graph) -> list[list[str]]:
+    """The strongly connected groups of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles: list[list[str]] = []
+    counter = 0
+
+    def visit(module: str) -> None:
+        nonlocal counter
+        index[module] = low[module] = counter
+        counter += 1
+        stack.append(module)
+        on_stack.add(module)
+        for imported in graph.find_modules_directly_imported_by(module):
+            if imported not in index:
+                visit(imported)
+                low[module] = min(low[module], low[imported])
+            elif imported in on_stack:
+                low[module] = min(low[module], index[imported])
+        if low[module] == index[module]:
+            group = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                group.append(member)
+                if member == module:
+                    break
+            if len(group) > 1:
+                cycles.append(sorted(group))
+
+    for module in sorted(graph.modules):
+        if module not in index:
+            visit(module)
+    return cycles
+
+
+def test_no_import_cycles_in_product_code(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO))
+    graph = grimp.build_graph(*PACKAGES, include_external_packages=False)
+    assert import_cycles(graph) == []
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    graph = grimp.ImportGraph()
+    for module in ("pkg", "pkg.a", "pkg.b", "pkg.c"):
+        graph.add_module(module)
+    graph.add_import(importer="pkg.a", imported="pkg.b")
+    graph.add_import(importer="pkg.b", imported="pkg.a")
+    graph.add_import(importer="pkg.c", imported="pkg.a")
+    assert import_cycles(graph) == [["pkg.a", "pkg.b"]]
