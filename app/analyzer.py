@@ -16,7 +16,7 @@ from engines.selection import open_backend
 from engines.text_cache import TextEmbeddingCache
 from engines.tokenizer import TextTokenizer
 from models.directory import open_model_dir
-from operators.zero_shot_analyzer import ZeroShotAnalyzer
+from operators.inference.zero_shot_analyzer import ZeroShotAnalyzer
 
 logger = logging.getLogger("biomedclip_map.inference")
 

@@ -18,7 +18,7 @@ from operators.phi_scrubber_operator import PHIScrubberOperator
 from operators.series_selector_operator import SeriesSelectorOperator
 from operators.specialists_operator import SpecialistsOperator
 from operators.sr_writer_operator import SRWriterOperator
-from operators.zero_shot_analyzer import ZeroShotAnalyzer
+from operators.inference.zero_shot_analyzer import ZeroShotAnalyzer
 
 
 class BiomedCLIPMapApp(Application):

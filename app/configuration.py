@@ -23,14 +23,14 @@ from typing import Any
 
 from common.configuration import ConfigurationError
 from common.zero_shot_tasks import TaskCatalogue, load_tasks
-from operators.preprocessing_settings import (
+from operators.preparation.preprocessing_settings import (
     PreprocessingSettings,
     load_preprocessing_settings,
 )
-from operators.selection_rules import SelectionRules, load_selection_rules
+from operators.dicom_input.selection_rules import SelectionRules, load_selection_rules
 from operators.specialists.protocol import Specialist, SpecialistKind
 from operators.specialists.registry import specialist_kinds
-from operators.zero_shot_analyzer import ZeroShotAnalyzer
+from operators.inference.zero_shot_analyzer import ZeroShotAnalyzer
 
 
 @dataclass(frozen=True)

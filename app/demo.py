@@ -56,7 +56,7 @@ def choose_demo_model(models_root: Path) -> tuple[Path, bool]:
 
 def write_previews(captures: list[Path], folder: Path) -> list[Path]:
     """A PNG of each Secondary Capture file, written into `folder`."""
-    from operators.secondary_capture import write_png_preview
+    from operators.captures.secondary_capture import write_png_preview
 
     return [write_png_preview(p, folder / f"{p.stem}.png") for p in captures]
 

@@ -1,6 +1,6 @@
 """PHI-free logging: every log line is redacted before it is written, whatever code wrote it.
 
-Log lines identify studies by their salted `ref` (`operators.study_refs`), but messages also
+Log lines identify studies by their salted `ref` (`operators.dicom_input.study_refs`), but messages also
 carry file paths (a skipped file, a pixel-decoding error) and exception texts, and at MONAI
 Deploy Express sites file names are often SOP Instance UIDs while folders exported by viewers
 may carry patient names. `PHISafeFormatter`, installed on the log handlers by
@@ -14,7 +14,7 @@ is formatted:
 - any other UID in the text becomes `uid-` + its salted hash (standard DICOM UIDs, such as SOP
   Class and Transfer Syntax UIDs, stay readable: they identify no one);
 - the identifying values of the run's studies (names in all their forms, IDs, accession numbers,
-  dates, phone numbers, addresses; see `operators.phi_text`) become `[NAME]`, `[ID]`, ... tags.
+  dates, phone numbers, addresses; see `operators.phi.phi_text`) become `[NAME]`, `[ID]`, ... tags.
 
 The loader registers the run's studies with `LOG_REDACTOR` when its scan ends and holds the lines
 the scan logged until then (`scan_logging`), so even a skipped file in a folder named after the
@@ -35,8 +35,8 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
-from operators.phi_text import StudyIdentifiers, TextScrubber, fold, identifiers_from_headers
-from operators.study_refs import uid_ref
+from operators.phi.phi_text import StudyIdentifiers, TextScrubber, fold, identifiers_from_headers
+from operators.dicom_input.study_refs import uid_ref
 
 #: A DICOM UID (or other OID) of at least five components.
 UID_PATTERN = re.compile(r"(?<![\w.])[0-2](?:\.(?:0|[1-9]\d*)){4,}(?![\w]|\.\d)")

@@ -2,7 +2,7 @@
 
 Reduced-precision paths are calibrated (TensorRT INT8) and checked (the parity gate) on the same
 kind of input the MAP feeds the image tower: images preprocessed by the product's own pipeline
-(`operators.preprocessing.prepare_series`, with its default settings) and normalised with the
+(`operators.preparation.preprocessing.prepare_series`, with its default settings) and normalised with the
 model's mean and standard deviation. Building them needs the sample studies and the operators'
 DICOM reading, so it happens here, above the engines, which receive plain arrays
 (`engines.calibration.CalibrationSet`, `engines.parity_gate.ProbeSet`).
@@ -52,7 +52,7 @@ BUNDLED_TASKS = CONFIG_DIR / "zero_shot_tasks.yaml"
 
 def _normalise(rgb: np.ndarray, size: int, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
     """(H, W, 3) float image in [0, 1] -> (3, size, size) normalised tensor, padded with the mean colour."""
-    from operators.image_geometry import fit_and_pad
+    from operators.preparation.image_geometry import fit_and_pad
 
     mean_arr = np.asarray(mean, dtype=np.float32)
     std_arr = np.asarray(std, dtype=np.float32)
@@ -71,9 +71,9 @@ class _PictureSkipFilter(logging.Filter):
 
 def _dicom_tensors(folder: Path, size: int, mean, std, problems: Counter) -> list[np.ndarray]:
     """Every series under `folder` that the product's preprocessing can prepare, as normalised tensors."""
-    from operators.dicom_scan import scan_input
+    from operators.dicom_input.dicom_scan import scan_input
     from operators.messages import SelectedSeries
-    from operators.preprocessing import PreprocessingError, PreprocessingSettings, prepare_series
+    from operators.preparation.preprocessing import PreprocessingError, PreprocessingSettings, prepare_series
 
     settings = replace(PreprocessingSettings(), image_size=size)
     scan_log = logging.getLogger("biomedclip_map.loader")
@@ -217,7 +217,7 @@ def bundled_class_sets(backend: InferenceBackend, model: ModelDirectory, work_di
     from common.zero_shot_tasks import load_tasks
     from engines.text_cache import TextEmbeddingCache
     from engines.tokenizer import TextTokenizer
-    from operators.zero_shot import class_embeddings
+    from operators.inference.zero_shot import class_embeddings
 
     tasks = load_tasks(BUNDLED_TASKS)
     tokenizer = TextTokenizer.from_model(model)

@@ -22,7 +22,7 @@ from app.configuration import ProductConfiguration, load_product_configuration
 from app.settings import RunSettings, SettingsError
 from common.configuration import ConfigurationError
 from operators.messages import OutcomeStatus, RunResults, StudyOutcome
-from operators.zero_shot_analyzer import ZeroShotAnalyzer
+from operators.inference.zero_shot_analyzer import ZeroShotAnalyzer
 
 EXIT_OK = 0
 EXIT_STUDY_FAILED = 1
@@ -75,7 +75,7 @@ def run(
     from engines.base import BackendUnavailable
     from engines.selection import BackendConfigError
     from models.errors import ModelDirectoryError
-    from operators.audit import AuditWriteError
+    from operators.outputs.audit import AuditWriteError
 
     started = time.perf_counter()
     try:

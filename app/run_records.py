@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from app import APP_NAME, __version__
 from app.settings import RunSettings, SettingsError
 from common.model_identity import ModelIdentity
-from operators.audit import AuditContext, append_audit, record_for
-from operators.deidentify import (
+from operators.outputs.audit import AuditContext, append_audit, record_for
+from operators.phi.deidentify import (
     ExportSettingsError,
     check_export_dir,
     export_study,

@@ -1,6 +1,6 @@
 """The salt of the short references that stand in for UIDs and file names in logs and audit records.
 
-A reference is HMAC-SHA-256(salt, UID) cut to 12 hex digits (`operators.study_refs`). With a
+A reference is HMAC-SHA-256(salt, UID) cut to 12 hex digits (`operators.dicom_input.study_refs`). With a
 salt everyone knows, anyone holding a list of Study Instance UIDs (a PACS export, a research
 data set) could compute their references and find those studies in our logs. So the salt is a
 per-installation secret:

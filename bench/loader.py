@@ -19,8 +19,8 @@ volume, and ``process_wall_s`` for the whole child process (interpreter start-up
   each selected SOP instance's ``pixel_array``. The time and memory of ``import
   monai.deploy.operators`` (which imports torch) are part of what the SDK path costs and are
   included; they are also reported apart.
-- ``ours``: `operators.dicom_scan.scan_input` + `operators.selection_rules.select_series`, then
-  `operators.pixel_data.read_pixels` for each selected CT instance, stacked into one volume.
+- ``ours``: `operators.dicom_input.dicom_scan.scan_input` + `operators.dicom_input.selection_rules.select_series`, then
+  `operators.dicom_input.pixel_data.read_pixels` for each selected CT instance, stacked into one volume.
 
 Both use the same selection rule (Modality CT, ImageType without LOCALIZER). The JSON output
 holds timings, memory, counts and ratios; no UIDs or patient data.
@@ -190,9 +190,9 @@ def run_sdk(folder: Path) -> dict:
 def run_ours(folder: Path) -> dict:
     """Our path: header-first scan + selection, then pixels of the selected instances only."""
     start = time.perf_counter()
-    from operators.dicom_scan import scan_input
-    from operators.pixel_data import read_pixels
-    from operators.selection_rules import parse_selection_rules, select_series
+    from operators.dicom_input.dicom_scan import scan_input
+    from operators.dicom_input.pixel_data import read_pixels
+    from operators.dicom_input.selection_rules import parse_selection_rules, select_series
 
     imported = time.perf_counter()
     rss_after_import = _peak_rss_bytes_self()

@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from operators.phi_text import TextScrubber, identifiers_from_header  # noqa: E402
+from operators.phi.phi_text import TextScrubber, identifiers_from_header  # noqa: E402
 
 FAMILY = [
     "Smith", "Johnson", "Müller", "García", "O'Connor", "Nguyen", "Kowalski", "Van der Berg", "Smith-Jones", "Okafor",

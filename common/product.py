@@ -2,7 +2,7 @@
 
 Every SR, Secondary Capture and Segmentation the product writes carries its equipment (Manufacturer,
 Manufacturer's Model Name, Software Versions), one of the series descriptions below, and, in
-captures, the notice marker in Image Comments and Derivation Description. `operators.image_provenance`
+captures, the notice marker in Image Comments and Derivation Description. `operators.dicom_input.image_provenance`
 uses the same values to recognise earlier outputs when a study comes back, so the two cannot drift
 apart.
 """

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from operators.stage_operator import StudyStageOperator
-from operators.zero_shot_analyzer import ZeroShotAnalyzer
+from operators.inference.zero_shot_analyzer import ZeroShotAnalyzer
 
 
 class BiomedCLIPInferenceOperator(StudyStageOperator):

@@ -8,9 +8,9 @@ from pathlib import Path
 from holoscan.core import Operator, OperatorSpec
 
 from app.log_privacy import scan_logging
-from operators.dicom_scan import scan_input
+from operators.dicom_input.dicom_scan import scan_input
 from operators.messages import Batch
-from operators.study_identity_check import identity_refusal
+from operators.dicom_input.study_identity_check import identity_refusal
 
 logger = logging.getLogger("biomedclip_map.loader")
 

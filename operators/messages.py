@@ -20,7 +20,7 @@ from typing import Generic, TypeVar
 import numpy as np
 from pydicom.dataset import Dataset
 
-from operators.patient_identity import PatientIdentity
+from operators.dicom_input.patient_identity import PatientIdentity
 from common.codes import Code
 from common.model_identity import ModelIdentity
 from common.zero_shot_tasks import ZeroShotTask

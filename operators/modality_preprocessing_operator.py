@@ -11,13 +11,13 @@ from operators.messages import (
     StudyOutcome,
     StudySelection,
 )
-from operators.pixel_data import PixelDataError
-from operators.preprocessing import (
+from operators.dicom_input.pixel_data import PixelDataError
+from operators.preparation.preprocessing import (
     PreprocessingError,
     PreprocessingSettings,
     prepare_series,
 )
-from operators.slice_geometry import geometry_notes
+from operators.dicom_input.slice_geometry import geometry_notes
 from operators.stage_operator import StudyStageOperator
 
 logger = logging.getLogger("biomedclip_map.preprocessing")

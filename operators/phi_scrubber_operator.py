@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from operators.clinical_context import scrub_analysis
+from operators.phi.clinical_context import scrub_analysis
 from operators.messages import StudyAnalysis
 from operators.stage_operator import StudyStageOperator
 

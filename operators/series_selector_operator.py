@@ -6,7 +6,7 @@ import logging
 from functools import partial
 
 from operators.messages import OutcomeStatus, StudyHeader, StudyOutcome, StudySelection
-from operators.selection_rules import SelectionRules, select_series
+from operators.dicom_input.selection_rules import SelectionRules, select_series
 from operators.stage_operator import StudyStageOperator
 
 logger = logging.getLogger("biomedclip_map.series_selection")

@@ -9,8 +9,8 @@ from pathlib import Path
 from holoscan.core import Operator, OperatorSpec
 from pydicom.uid import generate_uid
 
-from operators.dicom_output import write_dataset_atomically
-from operators.clinical_context import analysed_input_files
+from operators.outputs.dicom_output import write_dataset_atomically
+from operators.phi.clinical_context import analysed_input_files
 from operators.messages import (
     DocumentReference,
     FindingSummary,
@@ -21,12 +21,12 @@ from operators.messages import (
     StudyAnalysis,
     StudyOutcome,
 )
-from operators.output_identity import report_identity
+from operators.outputs.output_identity import report_identity
 from common.product import MANUFACTURER, MODEL_NAME, SOFTWARE_VERSION
-from operators.result_json import write_result_json
-from operators.sr_content import DeviceIdentity, build_report, report_findings
+from operators.outputs.result_json import write_result_json
+from operators.sr.sr_content import DeviceIdentity, build_report, report_findings
 from operators.study_batch import advance
-from operators.study_captures import build_study_captures, write_study_captures
+from operators.captures.study_captures import build_study_captures, write_study_captures
 
 logger = logging.getLogger("biomedclip_map.sr_writer")
 

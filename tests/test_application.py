@@ -24,8 +24,8 @@ from pydicom.uid import JPEGBaseline8Bit
 
 from app.cli import EXIT_CANNOT_START, EXIT_OK, EXIT_STUDY_FAILED, map_main
 from app.sample_studies import build_sample_studies
-from operators.sr_readback import read_findings
-from operators.result_json import findings_document
+from operators.sr.sr_readback import read_findings
+from operators.outputs.result_json import findings_document
 from tests.dicom_validation import run_dciodvfy
 from tests.fixtures_dicom import image_dataset, write_dataset
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from pydicom.dataset import Dataset
 
-from operators import coding
+from operators.sr import coding
 from operators.specialists.burn.config import BurnConfigError, load_burn_config
 from operators.specialists.burn.flags import NOT_ASSESSED, burn_flags
 from operators.specialists.burn.findings import FlagValue, TbsaEstimate
@@ -211,11 +211,13 @@ def test_the_bundled_configuration_has_verified_snomed_depth_codes():
     "old, new, message",
     [
         ("surgical_assessment_threshold: 0.5", "surgical_assessment_threshold: 1.5", "flags.surgical_assessment_threshold"),
-        ("  referral_depth_probability: 0.5\n", "", "missing key(s) ['referral_depth_probability']"),
-        ("  min_side: 32\n", "  min_side: 32\n  min_sides: 3\n", "unknown key(s) ['min_sides']"),
+        ("  referral_depth_probability: 0.5\n", "", "flags.referral_depth_probability: required setting is missing"),
+        ("  min_side: 32\n", "  min_side: 32\n  min_sides: 3\n", "colour.min_sides: unknown setting"),
         ('special: "no", codes: ["14975008"]', 'special: maybe, codes: ["14975008"]', "regions[7].special"),
         ("surgical_classes: [deep_partial, full_thickness]", "surgical_classes: [deep, full_thickness]", "depth.surgical_classes"),
         ("    - key: moist\n", "    - key: wet\n", "classes[3].key"),
+        ("      hue_below_skin: 8\n", "", "colour.classes[4]: thresholds of the 'erythema' rule: hue_below_skin: required setting is missing"),
+        ("      hue_below_skin: 8\n", "      hue_below_skin: lots\n", "colour.classes[4]: thresholds of the 'erythema' rule: hue_below_skin:"),
     ],
 )
 def test_configuration_errors_name_the_file_and_the_key(tmp_path, old, new, message):

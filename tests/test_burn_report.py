@@ -19,14 +19,14 @@ from highdicom.sr import srread
 from pydicom.data import get_testdata_file
 
 from common.configuration import CONFIG_DIR
-from operators import coding
+from operators.sr import coding
 from operators.specialists.burn.analysis import analyse_photograph
 from operators.specialists.burn.config import load_burn_config
 from operators.specialists.burn.depth import depth_method
 from operators.specialists.burn.findings import BurnFindings, BurnImageFindings
 from operators.specialists.burn.report import AnalysedBurnSeries, burn_specialist_findings
-from operators.capture_layout import AI_BANNER_COLOURS, BANNER_HEIGHT, UNTRAINED_BANNER_COLOURS
-from operators.dicom_output import write_dataset_atomically
+from operators.captures.capture_layout import AI_BANNER_COLOURS, BANNER_HEIGHT, UNTRAINED_BANNER_COLOURS
+from operators.outputs.dicom_output import write_dataset_atomically
 from common.model_identity import ModelIdentity
 from operators.messages import (
     ImageFindings,
@@ -38,10 +38,10 @@ from operators.messages import (
     StudyAnalysis,
     StudyHeader,
 )
-from operators.secondary_capture import write_png_preview
-from operators.sr_content import DeviceIdentity, build_report, report_findings
-from operators.sr_readback import read_findings
-from operators.study_captures import build_study_captures, write_study_captures
+from operators.captures.secondary_capture import write_png_preview
+from operators.sr.sr_content import DeviceIdentity, build_report, report_findings
+from operators.sr.sr_readback import read_findings
+from operators.captures.study_captures import build_study_captures, write_study_captures
 from common.zero_shot_tasks import load_tasks
 from tests.dicom_validation import run_dciodvfy
 from tests.fixtures_burn import BURN_SCENES, burn_photo_dataset, burn_scene
@@ -161,7 +161,7 @@ def test_greyscale_photograph_without_anatomy_says_not_measured_and_not_estimabl
 def test_a_photograph_above_the_size_limit_is_not_decoded_and_says_why(tmp_path, photo, monkeypatch):
     limited = dataclasses.replace(CONFIG, colour=dataclasses.replace(CONFIG.colour, max_megapixels=0.1))
     monkeypatch.setattr(
-        "operators.pixel_data.read_pixels", lambda instance: pytest.fail("a photograph above the limit must not be decoded")
+        "operators.dicom_input.pixel_data.read_pixels", lambda instance: pytest.fail("a photograph above the limit must not be decoded")
     )
     analysis, found = burn_study_and_photograph(tmp_path, photo, [0.2] * 5, config=limited)
     assert not found.wound_map.measured and "colour.max_megapixels" in found.wound_map.note

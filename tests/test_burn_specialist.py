@@ -20,9 +20,9 @@ from pydicom.data import get_testdata_file
 
 from app.cli import EXIT_OK, map_main
 from app.sample_studies import build_sample_studies
-from operators import coding
+from operators.sr import coding
 from operators.specialists.burn.config import load_burn_config
-from operators.sr_readback import read_findings
+from operators.sr.sr_readback import read_findings
 from tests.dicom_validation import run_dciodvfy
 from tests.fixtures_burn import BURN_SCENES, burn_photo_dataset, burn_scene
 from tests.fixtures_dicom import write_dataset

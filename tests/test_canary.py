@@ -239,7 +239,10 @@ def test_no_canary_in_the_audit_log(canary_result, canary_run):
     assert sorted(r["outcome"] for r in records) == ["nothing_selected"] + ["reported"] * 6  # the derived MR sample
     assert all(r["study"].startswith("st-") and r["model"]["sha256"] and r["backend"] for r in records)
     assert sum(r["redactions"].get("NAME", 0) for r in records) >= 6, "the scrubber's redactions are counted"
-    assert all(r["deidentified"] >= 2 for r in records if r["outcome"] == "reported")
+    exported = sorted(r["deidentified"] for r in records if r["outcome"] == "reported")
+    # Every reported study exports its SR; a burn photograph (no Burned In Annotation declared) and its
+    # capture are left out of the export, so that study exports its SR alone.
+    assert exported[0] >= 1 and sum(n >= 2 for n in exported) >= 5, exported
     assert_no_canary(canary_run["audit"].read_text(), canary_run["forbidden"] | canary_run["uids"], "the audit log")
 
 

@@ -16,8 +16,8 @@ from pydicom.uid import generate_uid
 from common.codes import Code
 from common.model_identity import ModelIdentity
 from common.zero_shot_tasks import Label, ZeroShotTask
-from operators.deidentify import ExportSettingsError, annex_e_action, check_export_dir, export_study, result_files
-from operators.dicom_output import write_dataset_atomically
+from operators.phi.deidentify import ExportSettingsError, annex_e_action, check_export_dir, export_study, result_files
+from operators.outputs.dicom_output import write_dataset_atomically
 from operators.messages import (
     ImageFindings,
     ImageSource,
@@ -28,7 +28,7 @@ from operators.messages import (
     StudyAnalysis,
     StudyHeader,
 )
-from operators.sr_content import DeviceIdentity, build_report
+from operators.sr.sr_content import DeviceIdentity, build_report
 from tests.dicom_validation import DciodvfyNotFoundError, find_dciodvfy, run_dciodvfy
 from tests.fixtures_dicom import image_dataset, write_dataset
 
@@ -279,8 +279,8 @@ def burned_photograph(path: Path, study: Dataset, burned_in: str | None) -> Path
 
 def capture_of(source_path: Path, folder: Path, number: int) -> Path:
     """The product's Secondary Capture made from `source_path`'s pixels, written as `SC-st-deid-<n>.dcm`."""
-    from operators.output_identity import report_identity
-    from operators.secondary_capture import build_secondary_capture
+    from operators.outputs.output_identity import report_identity
+    from operators.captures.secondary_capture import build_secondary_capture
 
     header = pydicom.dcmread(source_path)
     pixels = header.pixel_array if header.SamplesPerPixel == 3 else np.zeros((64, 64, 3), np.uint8)

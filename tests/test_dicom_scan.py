@@ -1,4 +1,4 @@
-"""Tests of the header-first input scan (`operators.dicom_scan`) and of study refs."""
+"""Tests of the header-first input scan (`operators.dicom_input.dicom_scan`) and of study refs."""
 
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from operators.dicom_scan import InputFolderError, scan_input
-from operators.study_refs import StudyRefError, series_ref, study_ref
+from operators.dicom_input.dicom_scan import InputFolderError, scan_input
+from operators.dicom_input.study_refs import StudyRefError, series_ref, study_ref
 from tests.fixtures_dicom import image_dataset, write_dataset, write_image, write_series
 
 SALT = "test-salt"

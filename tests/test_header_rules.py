@@ -11,18 +11,18 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from operators.dicom_read import read_dataset
-from operators.image_provenance import exclusion_of, own_output_reason
+from operators.dicom_input.dicom_read import read_dataset
+from operators.dicom_input.image_provenance import exclusion_of, own_output_reason
 from operators.messages import InstanceFile
-from operators.output_identity import (
+from operators.outputs.output_identity import (
     normalise_age,
     normalise_date,
     normalise_sex,
     normalise_time,
     report_identity,
 )
-from operators.patient_identity import identity_conflict, identity_of
-from operators.slice_geometry import geometry_notes
+from operators.dicom_input.patient_identity import identity_conflict, identity_of
+from operators.dicom_input.slice_geometry import geometry_notes
 
 
 def header(**attributes: object) -> Dataset:

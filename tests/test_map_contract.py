@@ -131,7 +131,7 @@ def test_the_image_holds_the_application_folder_and_the_model_where_app_json_say
 
 
 def test_the_app_users_python_cannot_import_the_product_from_anywhere_else(packaged):
-    probe = run_as_app_user([str(packaged.python.executable), "-c", "import operators.dicom_scan"], cwd=Path("/"), env=container_env(packaged))
+    probe = run_as_app_user([str(packaged.python.executable), "-c", "import operators.dicom_input.dicom_scan"], cwd=Path("/"), env=container_env(packaged))
     assert probe.returncode != 0 and "ModuleNotFoundError" in probe.stderr
     libraries = run_as_app_user([str(packaged.python.executable), "-c", "import holoscan, onnxruntime, pydicom"], cwd=Path("/"), env=container_env(packaged))
     assert libraries.returncode == 0, libraries.stderr

@@ -183,7 +183,7 @@ def test_fetch_installs_a_research_model_that_the_map_runs(hub, hub_content, tmp
     from pydicom.data import get_testdata_file
 
     from app.cli import EXIT_OK, map_main
-    from operators.sr_readback import read_findings
+    from operators.sr.sr_readback import read_findings
 
     destination = tmp_path / "models" / "biomedclip"
     assert fetch(destination) == 0

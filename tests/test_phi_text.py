@@ -11,9 +11,9 @@ from pydicom.sequence import Sequence
 
 from app.log_privacy import LogRedactor, PHISafeFormatter, locate
 from app.uid_salt import installation_salt, resolve_uid_salt
-from operators.clinical_context import LINE_LIMIT, shorten
+from operators.phi.clinical_context import LINE_LIMIT, shorten
 from operators.messages import SeriesHeader, StudyHeader
-from operators.phi_text import TextScrubber, dates_in, identifiers_from_header
+from operators.phi.phi_text import TextScrubber, dates_in, identifiers_from_header
 
 
 def header(**attributes) -> Dataset:
@@ -165,7 +165,7 @@ def test_log_redactor_replaces_input_paths_uids_and_identifiers(tmp_path):
     assert "1.2.840.10008.5.1.4.1.1.2" in out, "standard UIDs stay readable"
     assert "good.dcm" in out
     # the study UID's reference has the same digits as the study's ref
-    from operators.study_refs import study_ref
+    from operators.dicom_input.study_refs import study_ref
 
     assert "uid-" + study_ref("1.2.826.0.1.3680043.10.99.1", "salt-for-tests")[3:] in out
 

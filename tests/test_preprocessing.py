@@ -19,24 +19,24 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from operators import pixel_data
-from operators.image_geometry import fit_and_pad, sample_indices
+from operators.dicom_input import pixel_data
+from operators.preparation.image_geometry import fit_and_pad, sample_indices
 from operators.messages import InstanceFile, SelectedSeries, SeriesHeader
-from operators.preprocessing import (
+from operators.preparation.preprocessing import (
     PreprocessingConfigError,
     PreprocessingError,
     PreprocessingSettings,
     load_preprocessing_settings,
     prepare_series,
 )
-from operators.preprocessing_settings import (
+from operators.preparation.preprocessing_settings import (
     CtSettings,
     MrSettings,
     MultiframeSettings,
     ProjectionSettings,
     VolumeSettings,
 )
-from operators.windowing import frame_pipeline
+from operators.preparation.windowing import frame_pipeline
 
 MEAN = (0.48145466, 0.4578275, 0.40821073)  # CLIP / BiomedCLIP
 STD = (0.26862954, 0.26130258, 0.27577711)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from operators.sr_readback import read_findings
+from operators.sr.sr_readback import read_findings
 from tests.corpus_realworld import NOTHING, REFUSED, REPORTED, build_corpus
 from tests.dicom_validation import run_dciodvfy
 

@@ -1,4 +1,4 @@
-"""Tests of series selection (`operators.selection_rules`), including parity with the SDK's selector."""
+"""Tests of series selection (`operators.dicom_input.selection_rules`), including parity with the SDK's selector."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from pydicom.uid import generate_uid
 
-from operators.dicom_scan import scan_input
+from operators.dicom_input.dicom_scan import scan_input
 from operators.messages import InstanceFile, SeriesHeader, StudyHeader
-from operators.selection_rules import (
+from operators.dicom_input.selection_rules import (
     SelectionRulesError,
     load_selection_rules,
     parse_selection_rules,

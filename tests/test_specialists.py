@@ -19,12 +19,12 @@ from app.cli import EXIT_OK, map_main
 from app.configuration import load_product_configuration
 from app.sample_studies import build_sample_studies
 from common.configuration import CONFIG_DIR, ConfigurationError
-from operators import coding
-from operators.findings_capture import findings_panel, representative_image
+from operators.sr import coding
+from operators.captures.findings_capture import findings_panel, representative_image
 from operators.messages import FindingSummary, SpecialistFindings
-from operators.result_json import findings_document
+from operators.outputs.result_json import findings_document
 from operators.specialists import registry
-from operators.sr_readback import read_findings
+from operators.sr.sr_readback import read_findings
 from tests.dicom_validation import run_dciodvfy
 from tests.test_sr_content import CT_TASK, _analysis
 from tests.toy_specialist import NARRATIVE, TOY, TOY_COUNT, TOY_FINDING, TOY_METHOD

@@ -17,9 +17,9 @@ import pytest
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 
-from operators import coding
-from operators.dicom_output import OutputWriteError, write_dataset_atomically
-from operators.output_identity import report_identity
+from operators.sr import coding
+from operators.outputs.dicom_output import OutputWriteError, write_dataset_atomically
+from operators.outputs.output_identity import report_identity
 from common.model_identity import ModelIdentity
 from operators.messages import (
     ImageFindings,
@@ -31,7 +31,7 @@ from operators.messages import (
     StudyAnalysis,
     StudyHeader,
 )
-from operators.sr_content import (
+from operators.sr.sr_content import (
     AI_NOTICE,
     UNTRAINED_NOTICE,
     DeviceIdentity,
@@ -40,7 +40,7 @@ from operators.sr_content import (
     build_report,
     report_findings,
 )
-from operators.sr_readback import read_findings
+from operators.sr.sr_readback import read_findings
 from common.codes import Code
 from common.zero_shot_tasks import Label, ZeroShotTask
 from tests.dicom_validation import run_dciodvfy

@@ -16,7 +16,7 @@ from engines.tokenizer import TextTokenizer
 from models.directory import open_model_dir
 from operators.messages import ImageSource, PreparedSeries, SelectedSeries, SeriesHeader
 from common.zero_shot_tasks import ZeroShotTask, load_tasks
-from operators.zero_shot import (
+from operators.inference.zero_shot import (
     analyse_series,
     class_embeddings,
     embed_texts,

@@ -20,7 +20,7 @@ from common.configuration import ConfigurationError
 from app.run import RunReport, run
 from app.settings import RunSettings, SettingsError, resolve_run_settings
 from operators.messages import OutcomeStatus, OutputFile
-from operators.zero_shot_analyzer import ZeroShotAnalyzer
+from operators.inference.zero_shot_analyzer import ZeroShotAnalyzer
 
 logger = logging.getLogger("biomedclip_map.node.runner")
 

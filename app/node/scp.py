@@ -40,8 +40,8 @@ from app.node.priority import UrgencyRules, urgency_reason
 from app.node.sop_classes import supported_contexts
 from app.node.spool import Spool, SpoolError, SpoolFullError
 from app.node.study_archive import StudyArchive
-from operators.image_provenance import own_output_reason
-from operators.study_refs import study_ref, uid_ref
+from operators.dicom_input.image_provenance import own_output_reason
+from operators.dicom_input.study_refs import study_ref, uid_ref
 
 logger = logging.getLogger("biomedclip_map.node.scp")
 

@@ -40,7 +40,7 @@ from app.node.superseding import mark_as_superseding
 from app.node.work_queue import INPUT, Job, WorkQueue
 from app.uid_salt import UidSaltError
 from operators.messages import OutcomeStatus
-from operators.zero_shot_analyzer import ZeroShotAnalyzer
+from operators.inference.zero_shot_analyzer import ZeroShotAnalyzer
 
 logger = logging.getLogger("biomedclip_map.node")
 

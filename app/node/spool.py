@@ -16,7 +16,7 @@ a study moves between states with one atomic `rename`):
     rejected/                             C-STORE data that was refused (corrupt, no study UID)
     tmp/                                  staging for atomic moves; cleaned at start-up
 
-`<ref>` is the study's salted reference (`operators.study_refs`), and instance files are named by
+`<ref>` is the study's salted reference (`operators.dicom_input.study_refs`), and instance files are named by
 the salted reference of their SOP Instance UID, so no path (and so no log line naming a path)
 carries a raw UID.
 """

@@ -14,9 +14,9 @@ from pathlib import Path
 import pydicom
 
 from app.node.result_identity import SR_SOP_CLASS_PREFIX
-from operators.dicom_output import write_dataset_atomically
+from operators.outputs.dicom_output import write_dataset_atomically
 from operators.messages import DocumentReference
-from operators.sr_content import predecessor_documents
+from operators.sr.sr_content import predecessor_documents
 
 def _references(sequence) -> list[DocumentReference]:
     """The documents an existing Predecessor Documents Sequence names."""

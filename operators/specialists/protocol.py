@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from operators.messages import SpecialistFindings, StudyAnalysis
-from operators.zero_shot_analyzer import ZeroShotAnalyzer
+from operators.inference.zero_shot_analyzer import ZeroShotAnalyzer
 
 
 class Specialist(Protocol):

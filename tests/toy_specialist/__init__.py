@@ -14,10 +14,10 @@ from pydantic import BaseModel, ConfigDict
 
 from common.codes import Code
 from common.configuration import load_yaml_file, validate_document
-from operators import coding
+from operators.sr import coding
 from operators.messages import FindingGroup, FindingSummary, MeasuredValue, SpecialistFindings, StudyAnalysis
 from operators.specialists.protocol import SpecialistKind
-from operators.zero_shot_analyzer import ZeroShotAnalyzer
+from operators.inference.zero_shot_analyzer import ZeroShotAnalyzer
 
 TOY_SCHEME = "99BMCLIP"
 TOY_METHOD = Code(TOY_SCHEME, "TOY-METHOD", "Toy specialist check")

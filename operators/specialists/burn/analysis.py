@@ -4,7 +4,7 @@ For each analysed photograph of such a series:
 
 1. depth: zero-shot probabilities of the configured depth classes from the image embedding the
    inference step already computed (`operators.specialists.burn.depth`);
-2. wound map: the photograph's pixels are read again (`operators.pixel_data.read_pixels`),
+2. wound map: the photograph's pixels are read again (`operators.dicom_input.pixel_data.read_pixels`),
    reduced at once to a display copy (long side ≤ `display_max_side`) so the full-size array is
    released, and colour-analysed on a copy of long side ≤ `analysis_max_side`
    (`operators.specialists.burn.wound_colour`);
@@ -29,12 +29,12 @@ from pydicom.pixels import apply_color_lut
 from engines.base import InferenceBackend
 from engines.text_cache import TextEmbeddingCache
 from engines.tokenizer import TextTokenizer
-from operators import pixel_data
+from operators.dicom_input import pixel_data
 from operators.specialists.burn.config import BurnConfig, ColourSettings
 from operators.specialists.burn.depth import depth_class_embeddings, depth_method, depth_probabilities
 from operators.specialists.burn.flags import burn_flags
 from operators.specialists.burn.overlay import render_burn_capture
-from operators.capture_layout import fit_for_display
+from operators.captures.capture_layout import fit_for_display
 from common.model_identity import ModelIdentity
 from operators.messages import ImageFindings, InstanceFile, SeriesAnalysis, StudyAnalysis
 from operators.specialists.burn.findings import BurnFindings, BurnImageFindings, WoundArea, WoundMapSummary

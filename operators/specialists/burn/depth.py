@@ -16,7 +16,7 @@ from engines.base import InferenceBackend
 from engines.text_cache import TextEmbeddingCache
 from engines.tokenizer import TextTokenizer
 from common.zero_shot_tasks import ZeroShotTask
-from operators.zero_shot import class_embeddings, zero_shot_probabilities
+from operators.inference.zero_shot import class_embeddings, zero_shot_probabilities
 
 
 def depth_class_embeddings(

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from operators import coding
+from operators.sr import coding
 from operators.specialists.burn.config import DepthSettings, FlagSettings
 from operators.specialists.burn.findings import BurnFlag, FlagValue, ImagedRegion, TbsaEstimate
 

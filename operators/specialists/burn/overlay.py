@@ -16,7 +16,7 @@ import numpy as np
 
 from operators.specialists.burn.config import ColourSettings
 from operators.specialists.burn.flags import NOT_ASSESSED
-from operators.capture_layout import ACCENT_COLOUR, WARNING_COLOUR, PanelLine, compose_capture
+from operators.captures.capture_layout import ACCENT_COLOUR, WARNING_COLOUR, PanelLine, compose_capture
 from common.model_identity import ModelIdentity
 from operators.specialists.burn.findings import BurnFindings, BurnImageFindings, FlagValue
 from common.zero_shot_tasks import ZeroShotTask

@@ -20,7 +20,7 @@ import numpy as np
 from common.codes import Code
 from common.model_identity import ModelIdentity
 from common.product import BURN_CAPTURE_SERIES_DESCRIPTION
-from operators import coding
+from operators.sr import coding
 from operators.messages import (
     FindingGroup,
     FindingSummary,

@@ -9,7 +9,7 @@ from operators.specialists.burn.analysis import burn_findings
 from operators.specialists.burn.config import DEFAULT_BURN_CONFIG, BurnConfig, load_burn_config
 from operators.specialists.burn.report import SPECIALIST_NAME, burn_specialist_findings
 from operators.specialists.protocol import SpecialistKind
-from operators.zero_shot_analyzer import ZeroShotAnalyzer
+from operators.inference.zero_shot_analyzer import ZeroShotAnalyzer
 
 
 @dataclass

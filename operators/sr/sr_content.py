@@ -23,7 +23,7 @@ header, the source instances are listed as Current Requested Procedure Evidence,
 document is UNVERIFIED and PRELIMINARY.
 
 `report_findings` says what `build_report` writes in plain, comparable values; reading a written
-report back (`operators.sr_readback.read_findings`) must give the same value.
+report back (`operators.sr.sr_readback.read_findings`) must give the same value.
 """
 
 from __future__ import annotations
@@ -69,8 +69,8 @@ from pydicom.sr.codedict import codes
 
 from common.codes import Code
 from common.product import SR_SERIES_DESCRIPTION, SR_SERIES_DESCRIPTION_UNTRAINED
-from operators import coding
-from operators.dicom_read import read_dataset
+from operators.sr import coding
+from operators.dicom_input.dicom_read import read_dataset
 from operators.messages import (
     DocumentReference,
     FindingGroup,
@@ -79,7 +79,7 @@ from operators.messages import (
     SeriesAnalysis,
     StudyAnalysis,
 )
-from operators.output_identity import ReportIdentity, report_identity
+from operators.outputs.output_identity import ReportIdentity, report_identity
 
 logger = logging.getLogger(__name__)
 
@@ -374,7 +374,7 @@ def _identity_carrier(analysis: StudyAnalysis, study_uid: str, headers: Sequence
 
     highdicom copies the new document's Patient, General Study and Patient Study modules from the
     first evidence dataset. Giving it a minimal dataset (the instance's four UIDs plus the
-    conformant identity of `operators.output_identity`) rather than the source header keeps the
+    conformant identity of `operators.outputs.output_identity`) rather than the source header keeps the
     source's invalid values and free text out of the report while filing it exactly where the
     source is filed.
     """

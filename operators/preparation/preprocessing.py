@@ -2,8 +2,8 @@
 
 `prepare_series` decides which instances and frames to analyse from the headers alone (a CT
 volume of 500 slices is read for its 3 representative slices only), reads just those pixels,
-maps intensities the way each modality is meant to be viewed (`operators.windowing`), fits each
-image onto a square without distortion (`operators.image_geometry`), and normalises with the
+maps intensities the way each modality is meant to be viewed (`operators.preparation.windowing`), fits each
+image onto a square without distortion (`operators.preparation.image_geometry`), and normalises with the
 model's mean and standard deviation. It also writes one sentence saying how this was done, which
 goes into the report so a reader knows what the model saw.
 
@@ -27,8 +27,8 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut, apply_modality_lut
 
-from operators import pixel_data
-from operators.image_geometry import (
+from operators.dicom_input import pixel_data
+from operators.preparation.image_geometry import (
     fit_and_pad,
     order_instances,
     order_slices,
@@ -41,15 +41,15 @@ from operators.messages import (
     SelectedSeries,
     SeriesHeader,
 )
-from operators.pixel_data import PixelDataError
-from operators.preprocessing_settings import (
+from operators.dicom_input.pixel_data import PixelDataError
+from operators.preparation.preprocessing_settings import (
     CtSettings,
     PreprocessingConfigError,
     PreprocessingSettings,
     WindowPreset,
     load_preprocessing_settings,
 )
-from operators.windowing import (
+from operators.preparation.windowing import (
     apply_window,
     describe_header_voi,
     frame_pipeline,

@@ -18,7 +18,7 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
-from operators.preprocessing_settings import WindowPreset
+from operators.preparation.preprocessing_settings import WindowPreset
 
 # Attributes of the greyscale pipeline, as they appear at the top level of a (classic) image.
 _PIPELINE_KEYWORDS = (

@@ -19,7 +19,7 @@ from operators.messages import (
     SeriesAnalysis,
     StudyAnalysis,
 )
-from operators.zero_shot import class_embeddings, encode_images, zero_shot_probabilities
+from operators.inference.zero_shot import class_embeddings, encode_images, zero_shot_probabilities
 
 
 class ZeroShotAnalyzer:

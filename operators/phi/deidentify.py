@@ -36,7 +36,7 @@ Not applied: the Clean Pixel Data option. Instances whose pixels may show who th
 (Burned In Annotation or Recognizable Visual Features YES, or a photograph that declares neither;
 the product's captures of such images declare YES) are therefore not exported (one log line each),
 and the exported files' references to them are removed; the exported SR says how many and why
-(`operators.withheld_instances`). The product's own SR has no pixels; its clinical-context line,
+(`operators.phi.withheld_instances`). The product's own SR has no pixels; its clinical-context line,
 which quotes the source's free text, is replaced by a sentence saying it is left out. Patient
 Identity Removed is YES and De-identification Method (Code Sequence) lists the profile and the
 options above in every exported file.
@@ -64,10 +64,10 @@ from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence as DicomSequence
 
-from operators.clinical_context import CONTEXT_INTRO
-from operators.dicom_output import write_dataset_atomically
-from operators.phi_text import TextScrubber, identifiers_from_headers
-from operators.withheld_instances import Withheld, left_out_sentence, note_left_out, pixels_may_identify, remove_references
+from operators.phi.clinical_context import CONTEXT_INTRO
+from operators.outputs.dicom_output import write_dataset_atomically
+from operators.phi.phi_text import TextScrubber, identifiers_from_headers
+from operators.phi.withheld_instances import Withheld, left_out_sentence, note_left_out, pixels_may_identify, remove_references
 
 logger = logging.getLogger("biomedclip_map.deid_export")
 
@@ -368,7 +368,7 @@ def deidentify_dataset(dataset: Dataset, anonymizer: Anonymizer, scrubber: TextS
 
     Raises DeidentificationError if the instance's pixels may show who the patient is (burned-in
     annotation or recognisable visual features declared, or a photograph that declares neither:
-    `operators.withheld_instances.pixels_may_identify`), since this export does not clean pixel data.
+    `operators.phi.withheld_instances.pixels_may_identify`), since this export does not clean pixel data.
     """
     withheld = pixels_may_identify(dataset)
     if withheld is not None:

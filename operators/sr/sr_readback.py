@@ -2,7 +2,7 @@
 
 This is the check that a report says what the product meant to write: `read_findings` parses a
 Comprehensive 3D SR with `highdicom.sr.srread` and its TID 1500 accessors and returns the same
-`ReportFindings` value that `operators.sr_content.report_findings` computes before writing.
+`ReportFindings` value that `operators.sr.sr_content.report_findings` computes before writing.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.sr.codedict import codes
 
-from operators import coding
+from operators.sr import coding
 from operators.messages import FindingGroup, ImageSource, MeasuredValue
-from operators.sr_content import (
+from operators.sr.sr_content import (
     LabelProbability,
     ReportFindings,
     SeriesFindings,
@@ -115,7 +115,7 @@ def read_findings(path_or_dataset: str | os.PathLike | Dataset) -> ReportFinding
     """The findings a written report holds: measurement groups, evidence and narrative.
 
     Raises ReportReadError naming the file if it is not a TID 1500 report with the structure
-    `operators.sr_content.build_report` writes.
+    `operators.sr.sr_content.build_report` writes.
     """
     where = "report dataset" if isinstance(path_or_dataset, Dataset) else f"report {Path(path_or_dataset)}"
     document = read_report(path_or_dataset)

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
 
-from operators.output_identity import normalise_date
+from operators.outputs.output_identity import normalise_date
 
 
 @dataclass(frozen=True)

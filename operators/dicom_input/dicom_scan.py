@@ -5,7 +5,7 @@ and keeps every dataset in memory, so memory grows with the study (a 1,500-slice
 ~750 MB of pixels before anything is selected), and a file it cannot parse for other reasons than
 `InvalidDicomError` stops the load. This scan reads headers only (`stop_before_pixels`), keeps
 one header dataset per series, and pixel data are read later only for the series a selection
-picked (`operators.pixel_data.read_pixels`). `bench/loader.py` measures the difference.
+picked (`operators.dicom_input.pixel_data.read_pixels`). `bench/loader.py` measures the difference.
 
 Behaviour, file by file (deterministic: folders and files are visited in sorted name order):
 
@@ -44,8 +44,8 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
-from operators.dicom_charset import repair_undeclared_utf8
-from operators.image_provenance import own_output_reason
+from operators.dicom_input.dicom_charset import repair_undeclared_utf8
+from operators.dicom_input.image_provenance import own_output_reason
 from operators.messages import (
     DocumentReference,
     InstanceFile,
@@ -53,9 +53,9 @@ from operators.messages import (
     SkippedFile,
     StudyHeader,
 )
-from operators.patient_identity import PatientIdentity, identity_of
-from operators.pixel_data import decoder_problem
-from operators.study_refs import study_ref
+from operators.dicom_input.patient_identity import PatientIdentity, identity_of
+from operators.dicom_input.pixel_data import decoder_problem
+from operators.dicom_input.study_refs import study_ref
 
 log = logging.getLogger("biomedclip_map.loader")
 
@@ -445,7 +445,7 @@ def scan_input(root: Path, *, salt: str) -> ScanResult:
     by Series Number (absent last), then by first file met; instances within a series by slice
     position, then instance number (`instance_sort_key`). Each series keeps only the header of
     its first instance in that order. `salt` keys the study refs used in logs (see
-    `operators.study_refs`). Every skipped file is logged here, once; callers need not log them
+    `operators.dicom_input.study_refs`). Every skipped file is logged here, once; callers need not log them
     again.
 
     Raises `InputFolderError` if `root` is not an existing folder.

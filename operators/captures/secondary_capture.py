@@ -25,8 +25,8 @@ from pydicom.uid import ExplicitVRLittleEndian
 
 from common.atomic_files import Durability, write_atomically
 from operators.messages import ImageSource
-from operators.output_identity import ReportIdentity
-from operators.sr_content import DeviceIdentity, allows_frame_references
+from operators.outputs.output_identity import ReportIdentity
+from operators.sr.sr_content import DeviceIdentity, allows_frame_references
 
 #: Series number of the captures (the SR uses 9001).
 CAPTURE_SERIES_NUMBER = 9002
@@ -117,7 +117,7 @@ def build_secondary_capture(
 ) -> SCImage:
     """A true-colour Secondary Capture of `pixels` (RGB uint8) in the source study, in a new series.
 
-    Patient and study attributes are `identity` (`operators.output_identity`): identifying values
+    Patient and study attributes are `identity` (`operators.outputs.output_identity`): identifying values
     exactly as received, the rest conformant. What the pixels may show is declared from the source
     (`capture_content_flags`). Raises CaptureBuildError (naming the study reference) when the
     identity lacks its Study Instance UID or highdicom refuses a value.

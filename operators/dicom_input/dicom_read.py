@@ -2,7 +2,7 @@
 
 Every place that reads an input file (the header-first scan, the report's image library, the
 captures, pixel decoding) goes through `read_dataset`, so the same instance always decodes to the
-same text (`operators.dicom_charset` says why that needs care).
+same text (`operators.dicom_input.dicom_charset` says why that needs care).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import BinaryIO
 import pydicom
 from pydicom.dataset import Dataset
 
-from operators.dicom_charset import repair_undeclared_utf8
+from operators.dicom_input.dicom_charset import repair_undeclared_utf8
 
 
 def read_dataset(

@@ -31,7 +31,7 @@ from pydicom.multival import MultiValue
 from common.codes import Code
 from common.zero_shot_tasks import ZeroShotTask
 from operators.messages import ImageSource, SelectedSeries, StudyAnalysis
-from operators.phi_text import (
+from operators.phi.phi_text import (
     ScrubResult,
     TextScrubber,
     add_counts,

@@ -6,7 +6,7 @@ it lose those references:
 
 - **Which instances** (`pixels_may_identify`): those declaring Burned In Annotation or
   Recognizable Visual Features YES, and photographs that declare either as nothing (the same rule
-  the product's own captures declare by, `operators.secondary_capture.capture_content_flags`: a
+  the product's own captures declare by, `operators.captures.secondary_capture.capture_content_flags`: a
   photograph, or a colour image that may be one, can show a wristband, a chart, a name on a
   whiteboard or a face). A capture made from such a photograph declares YES, so it is withheld
   like its source; a capture of a CT or radiograph declares NO for both and is exported.
@@ -27,8 +27,8 @@ from enum import Enum
 from highdicom.sr import ContainerContentItem, ContentSequence, RelationshipTypeValues, TextContentItem
 from pydicom.dataset import Dataset
 
-from operators import coding
-from operators.secondary_capture import capture_content_flags
+from operators.sr import coding
+from operators.captures.secondary_capture import capture_content_flags
 
 
 class Withheld(str, Enum):

@@ -1,9 +1,9 @@
 """Machine-readable results (JSON) for integrations, written only where the configuration says.
 
-The JSON is a serialisation of the same findings the SR holds (`operators.sr_content.ReportFindings`:
+The JSON is a serialisation of the same findings the SR holds (`operators.sr.sr_content.ReportFindings`:
 the zero-shot series groups, every specialist's groups and the narrative), so that an integration
 reading the JSON and a viewer reading the SR see the same values; `findings_document` of a report
-read back with `operators.sr_readback.read_findings` equals the JSON's `findings`.
+read back with `operators.sr.sr_readback.read_findings` equals the JSON's `findings`.
 
 The DICOM output folder holds only DICOM (MONAI Deploy Express exports it as DICOM), so JSON goes
 to its own folder. Studies are named by their salted reference; no patient or study identifiers
@@ -17,7 +17,7 @@ from pathlib import Path
 from common.atomic_files import Durability, write_json_atomically
 from common.codes import Code
 from operators.messages import FindingGroup, ImageSource, StudyAnalysis
-from operators.sr_content import ReportFindings, SeriesFindings
+from operators.sr.sr_content import ReportFindings, SeriesFindings
 
 
 def _code(code: Code | None) -> dict | None:

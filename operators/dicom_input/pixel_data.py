@@ -14,7 +14,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import get_decoder
 
-from operators.dicom_read import read_dataset
+from operators.dicom_input.dicom_read import read_dataset
 from operators.messages import InstanceFile
 
 

@@ -41,7 +41,7 @@ Where the SDK raises for data it cannot handle, this module decides instead (eac
 - A condition that only excludes terms (``"ImageType": ["!LOCALIZER"]``) holds when the attribute
   is absent: an absent optional attribute never excludes a series (the SDK fails the condition).
 - Originals only: series that are not original acquisitions (derived and secondary images, screen
-  saves, burned-in annotation; `operators.image_provenance`) are left out unless a rule asks for
+  saves, burned-in annotation; `operators.dicom_input.image_provenance`) are left out unless a rule asks for
   them by a condition on the attribute that marks them; the product's own earlier outputs and
   private SOP classes are always left out.
 - Every series that is not selected is described once (`StudySelection.not_selected`, logged by
@@ -74,7 +74,7 @@ from pydicom.sequence import Sequence as DicomSequence
 from pydicom.valuerep import PersonName
 
 from common.configuration import ConfigurationError
-from operators.image_provenance import Exclusion, exclusion_of
+from operators.dicom_input.image_provenance import Exclusion, exclusion_of
 from operators.messages import SelectedSeries, SeriesHeader, StudyHeader, StudySelection
 
 log = logging.getLogger("biomedclip_map.selector")
@@ -488,7 +488,7 @@ def select_series(
     `all_matched` (default) selects every matching series per selection name; False keeps the
     first only, in study order (the SDK's default). A series is selected once, under the name of
     the first entry in file order that matches it. Series that are not original acquisitions
-    (`operators.image_provenance`) are left out unless a rule asks for them explicitly; our own
+    (`operators.dicom_input.image_provenance`) are left out unless a rule asks for them explicitly; our own
     earlier outputs always are (`originals_only=False` turns this policy off and leaves the SDK's
     matching alone, for comparisons with the SDK). `not_selected` holds a log-safe sentence for every
     series that is not selected: its exclusion or, per selection name, the condition that failed.

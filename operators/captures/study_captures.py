@@ -2,7 +2,7 @@
 
 A study for which a specialist rendered captures (the burn specialist: one overlay per analysed
 photograph) gets those; any other analysed study gets one findings capture (its most probable image
-with the findings, the specialists' summary lines included, beside it, `operators.findings_capture`). All captures of a study share one new
+with the findings, the specialists' summary lines included, beside it, `operators.captures.findings_capture`). All captures of a study share one new
 series. They are built in memory first, so a study whose capture cannot be made fails before any
 of its outputs is written, and are then written as `SC-<study ref>-<n>.dcm` (no identifiers in
 the name).
@@ -17,13 +17,13 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import generate_uid
 
 from common.product import FINDINGS_CAPTURE_SERIES_DESCRIPTION, UNTRAINED_SUFFIX
-from operators.dicom_output import write_dataset_atomically
-from operators.dicom_read import read_dataset
-from operators.findings_capture import render_findings_capture
+from operators.outputs.dicom_output import write_dataset_atomically
+from operators.dicom_input.dicom_read import read_dataset
+from operators.captures.findings_capture import render_findings_capture
 from operators.messages import ImageSource, StudyAnalysis
-from operators.output_identity import ReportIdentity, report_identity
-from operators.secondary_capture import CaptureBuildError, build_secondary_capture
-from operators.sr_content import DeviceIdentity
+from operators.outputs.output_identity import ReportIdentity, report_identity
+from operators.captures.secondary_capture import CaptureBuildError, build_secondary_capture
+from operators.sr.sr_content import DeviceIdentity
 
 FINDINGS_SERIES_DESCRIPTION = FINDINGS_CAPTURE_SERIES_DESCRIPTION
 FINDINGS_DERIVATION = (

@@ -1,6 +1,6 @@
 """The loader's identity check: a study whose instances are not one patient is not reported.
 
-See `operators.patient_identity` for the rule. The refusal is one log line (no values, the study
+See `operators.dicom_input.patient_identity` for the rule. The refusal is one log line (no values, the study
 by its salted reference) and a REFUSED outcome, which makes the run's exit code 1 and makes the
 DICOM node quarantine the study at once with the reason: re-running it cannot help, a person must
 correct the study at the PACS.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 
 from operators.messages import OutcomeStatus, StudyHeader, StudyOutcome
-from operators.patient_identity import identity_conflict
+from operators.dicom_input.patient_identity import identity_conflict
 
 logger = logging.getLogger("biomedclip_map.loader")
 

@@ -14,8 +14,8 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut, apply_modality_lut
 
-from operators import pixel_data
-from operators.capture_layout import (
+from operators.dicom_input import pixel_data
+from operators.captures.capture_layout import (
     ACCENT_COLOUR,
     PanelLine,
     compose_capture,
@@ -27,7 +27,7 @@ from operators.messages import (
     SeriesAnalysis,
     StudyAnalysis,
 )
-from operators.windowing import (
+from operators.preparation.windowing import (
     frame_pipeline,
     has_header_voi,
     header_voi,

@@ -1,0 +1,1 @@
+"""Reading what PACS sent: scanning folders into studies and series, decoding headers and character sets, checking identity and provenance, slice geometry, pixel reading, salted refs and the series-selection rules."""
