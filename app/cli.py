@@ -18,6 +18,7 @@ from app import APP_NAME, __version__
 from app.logging_setup import configure_logging
 from app.run import EXIT_CANNOT_START, EXIT_OK, EXIT_STUDY_FAILED, run
 from app.settings import RunSettings, SettingsError, resolve_run_settings
+from app.node.command import ServeRequest
 from engines.base import BACKEND_CHOICES
 
 __all__ = ["EXIT_CANNOT_START", "EXIT_OK", "EXIT_STUDY_FAILED", "configure_logging", "main", "map_main"]
@@ -85,6 +86,47 @@ def map_main(argv: Sequence[str] | None = None) -> int:
     return run_from_args(args)
 
 
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `serve` flags; each overrides the same setting of the configuration file."""
+    parser.add_argument("--config", type=Path, help="node configuration YAML (see README, 'Connect to your PACS')")
+    parser.add_argument("--check-config", action="store_true", help="validate the configuration and the paths it names, print a summary, exit")
+    parser.add_argument("--ae-title", help="AE title of the node (dicom.ae_title; default BIOMEDCLIP)")
+    parser.add_argument("--bind", help="address to listen on (dicom.bind; default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="DICOM port (dicom.port; default 11112)")
+    parser.add_argument("--models", help="folder holding the model directory 'biomedclip/' (processing.models)")
+    parser.add_argument("--spool", help="spool folder for received studies, the queue and the outbox (spool.path)")
+    parser.add_argument(
+        "--destination", action="append", metavar="AE@HOST:PORT",
+        help="send results by C-STORE to this AE (repeatable; replaces the file's destinations)",
+    )
+    parser.add_argument(
+        "--allow-calling-ae", action="append", metavar="AE",
+        help="accept associations from this calling AE title (repeatable; replaces dicom.allow_calling_aes)",
+    )
+    parser.add_argument("--http-port", type=int, help="loopback port of /healthz, /readyz, /metrics (http.port; default 8787)")
+    parser.add_argument("--allow-untrained", action="store_true", help="accept a model whose status is 'untrained' (processing.allow_untrained)")
+    parser.add_argument("--backend", help=f"inference backend: {', '.join(BACKEND_CHOICES)} (processing.backend)")
+    parser.add_argument("-l", "--log-level", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging level (log_level; default INFO)")
+
+
+def serve_request(args: argparse.Namespace) -> ServeRequest:
+    """The parsed `serve` flags as a typed request (each given flag overrides the configuration file)."""
+    overrides = {
+        "ae_title": args.ae_title,
+        "bind": args.bind,
+        "port": args.port,
+        "models": args.models,
+        "spool": args.spool,
+        "destination": args.destination,
+        "allow_calling_ae": args.allow_calling_ae,
+        "http_port": args.http_port,
+        "allow_untrained": args.allow_untrained,
+        "backend": args.backend,
+        "log_level": args.log_level,
+    }
+    return ServeRequest(config=args.config, overrides=overrides, check_config=args.check_config)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """`biomedclip-map run|demo|serve ...` for people."""
     parser = argparse.ArgumentParser(prog=APP_NAME, description="BiomedCLIP zero-shot analysis of DICOM studies, returned as DICOM SR")
@@ -96,14 +138,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--models", default="model-store", help="models folder; real BiomedCLIP weights in MODELS/biomedclip are used if present (default: ./model-store)")
     demo.add_argument("--backend", choices=BACKEND_CHOICES, help="force an inference backend")
     demo.add_argument("-l", "--log-level", default="WARNING", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    from app.node.command import add_serve_arguments
-
     add_serve_arguments(commands.add_parser("serve", help="run as a DICOM node: receive studies from PACS, analyse each, send the results back"))
     args = parser.parse_args(argv)
     if args.command == "serve":
         from app.node.command import serve_main
 
-        return serve_main(args)
+        return serve_main(serve_request(args))
     configure_logging(args.log_level)
     if args.command == "run":
         return run_from_args(args)

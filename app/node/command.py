@@ -1,4 +1,4 @@
-"""`biomedclip-map serve`: its command-line flags, `--check-config`, and running until a signal.
+"""`biomedclip-map serve`: `--check-config`, and running until a signal (the flags are parsed in `app.cli`).
 
 Exit codes: 0 stopped by SIGTERM/SIGINT (or `--check-config` found no problem); 2 the node cannot
 start (the configuration, a path, the model or a port is unusable - the message names which).
@@ -6,16 +6,16 @@ start (the configuration, a path, the model or a port is unusable - the message 
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import signal
 import ssl
 import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.node.config import NodeConfig, NodeConfigError, load_node_config
-from engines.base import BACKEND_CHOICES
 
 logger = logging.getLogger("biomedclip_map.node")
 
@@ -23,43 +23,19 @@ EXIT_OK = 0
 EXIT_CANNOT_START = 2
 
 
-def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    """The `serve` flags; each overrides the same setting of the configuration file."""
-    parser.add_argument("--config", type=Path, help="node configuration YAML (see README, 'Connect to your PACS')")
-    parser.add_argument("--check-config", action="store_true", help="validate the configuration and the paths it names, print a summary, exit")
-    parser.add_argument("--ae-title", help="AE title of the node (dicom.ae_title; default BIOMEDCLIP)")
-    parser.add_argument("--bind", help="address to listen on (dicom.bind; default 127.0.0.1)")
-    parser.add_argument("--port", type=int, help="DICOM port (dicom.port; default 11112)")
-    parser.add_argument("--models", help="folder holding the model directory 'biomedclip/' (processing.models)")
-    parser.add_argument("--spool", help="spool folder for received studies, the queue and the outbox (spool.path)")
-    parser.add_argument(
-        "--destination", action="append", metavar="AE@HOST:PORT",
-        help="send results by C-STORE to this AE (repeatable; replaces the file's destinations)",
-    )
-    parser.add_argument(
-        "--allow-calling-ae", action="append", metavar="AE",
-        help="accept associations from this calling AE title (repeatable; replaces dicom.allow_calling_aes)",
-    )
-    parser.add_argument("--http-port", type=int, help="loopback port of /healthz, /readyz, /metrics (http.port; default 8787)")
-    parser.add_argument("--allow-untrained", action="store_true", help="accept a model whose status is 'untrained' (processing.allow_untrained)")
-    parser.add_argument("--backend", help=f"inference backend: {', '.join(BACKEND_CHOICES)} (processing.backend)")
-    parser.add_argument("-l", "--log-level", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging level (log_level; default INFO)")
+@dataclass(frozen=True)
+class ServeRequest:
+    """What `serve` was asked to do: the configuration file, the settings given on the command line
+    (each overrides the same setting of the file; None: not given), and whether only to check."""
 
+    config: Path | None = None
+    overrides: Mapping[str, object] = field(default_factory=dict)
+    check_config: bool = False
 
-def overrides_from(args: argparse.Namespace) -> dict:
-    return {
-        "ae_title": args.ae_title,
-        "bind": args.bind,
-        "port": args.port,
-        "models": args.models,
-        "spool": args.spool,
-        "destination": args.destination,
-        "allow_calling_ae": args.allow_calling_ae,
-        "http_port": args.http_port,
-        "allow_untrained": args.allow_untrained,
-        "backend": args.backend,
-        "log_level": args.log_level,
-    }
+    @property
+    def log_level(self) -> str:
+        """The log level to use before the configuration is read (it may not be readable)."""
+        return str(self.overrides.get("log_level") or "INFO")
 
 
 def _writable_location(path: Path) -> str | None:
@@ -141,20 +117,20 @@ def summary(config: NodeConfig) -> str:
     return "\n".join(lines)
 
 
-def serve_main(args: argparse.Namespace) -> int:
-    """Run `serve` (or `serve --check-config`) with parsed arguments; return the exit code."""
+def serve_main(request: ServeRequest) -> int:
+    """Run `serve` (or `serve --check-config`); return the exit code."""
     from app.logging_setup import configure_logging
 
     try:
-        config = load_node_config(args.config, overrides_from(args))
+        config = load_node_config(request.config, dict(request.overrides))
     except NodeConfigError as exc:
-        configure_logging(args.log_level or "INFO")
+        configure_logging(request.log_level)
         logger.error("cannot start: %s", exc)
         return EXIT_CANNOT_START
     configure_logging(config.log_level)
     for noisy in ("pynetdicom", "dicomweb_client"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    if args.check_config:
+    if request.check_config:
         errors, warnings = check_config(config)
         print(summary(config))
         for warning in warnings:
