@@ -52,8 +52,11 @@ KEPT_EXTENSIONS = frozenset(
     {".dcm", ".dicom", ".dic", ".ima", ".img", ".json", ".jsonl", ".png", ".jpg", ".jpeg", ".txt", ".xml", ".zip",
      ".gz", ".tar", ".tgz", ".bin", ".raw", ".tmp", ".part", ".pdf", ".yaml", ".yml"}
 )
-#: What the redactor itself wrote (root placeholders, path, UID and study references): never scrubbed again.
-_WRITTEN = re.compile(r"<(?:input|spool)>(?:/p-[0-9a-f]{12}(?:\.\w+)?)?|\b(?:uid|st)-[0-9a-f]{12}\b")
+#: What the redactor itself wrote (root placeholders, path, UID and study references) and standard
+#: DICOM UIDs: never scrubbed again (their digits are no identifier).
+_WRITTEN = re.compile(
+    r"<(?:input|spool)>(?:/p-[0-9a-f]{12}(?:\.\w+)?)?|\b(?:uid|st)-[0-9a-f]{12}\b|(?<![\w.])1\.2\.840\.10008(?:\.\d+)+"
+)
 
 # Where a path quoted in a message certainly ends (a path may contain spaces and commas, so those
 # do not end it): ": " before the reason, a quote, a bracket, a line end, "; ", " (".
@@ -89,11 +92,16 @@ class _Root:
 
 
 def _root_forms(root: Path) -> tuple[str, ...]:
-    forms = {os.path.abspath(root), os.path.realpath(root)}
-    if root.is_absolute() or len(root.parts) > 1:
-        forms.add(str(root))
+    """The ways a folder may be written in a message: as given, absolute and resolved (longest first)."""
+    forms = {os.path.abspath(root), os.path.realpath(root), str(root)}
     cleaned = {f.rstrip("/\\") for f in forms}
-    return tuple(sorted((f for f in cleaned if f), key=len, reverse=True))
+    return tuple(sorted((f for f in cleaned if f and f != "."), key=len, reverse=True))
+
+
+def _form_pattern(form: str) -> str:
+    """A folder as matched in text; a one-word relative folder ("in") only when a path follows it."""
+    after = r"(?=[/\\])" if not re.search(r"[/\\]", form) else r"(?=[/\\]|[^\w.\-]|$)"
+    return re.escape(form) + after
 
 
 class LogRedactor:
@@ -134,7 +142,7 @@ class LogRedactor:
         self._by_form = {form: root for root in reversed(roots) for form in root.forms}
         forms = sorted(self._by_form, key=len, reverse=True)
         self._pattern = (
-            re.compile(r"(?<![\w.\-])(?:" + "|".join(re.escape(f) for f in forms) + r")(?=[/\\]|[^\w.\-]|$)")
+            re.compile(r"(?<![\w.\-])(?:" + "|".join(_form_pattern(f) for f in forms) + ")")
             if forms else None
         )
 

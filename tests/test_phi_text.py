@@ -1,18 +1,13 @@
-"""The free-text scrubber, the clinical-context line, PHI-free logging and the installation salt."""
+"""The free-text scrubber, the clinical-context line and the installation salt (logging: test_log_privacy)."""
 
 from __future__ import annotations
-
-import logging
-from pathlib import Path
 
 import pytest
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from app.log_privacy import LogRedactor, PHISafeFormatter, locate
 from app.uid_salt import installation_salt, resolve_uid_salt
 from operators.clinical_context import LINE_LIMIT, shorten
-from operators.messages import SeriesHeader, StudyHeader
 from operators.phi_text import TextScrubber, dates_in, identifiers_from_header
 
 
@@ -140,57 +135,7 @@ def test_shorten_never_cuts_inside_a_tag():
     assert len(shorten("x " * 1000, LINE_LIMIT)) <= LINE_LIMIT
 
 
-# --------------------------------------------------------------------------- logging
-
-
-def study(tmp_path: Path) -> StudyHeader:
-    ds = header(PatientName="Zqfamily^Zqgiven", PatientID="ZQ7788123", PatientBirthDate="19230417", StudyInstanceUID="1.2.826.0.1.3680043.10.99.1")
-    return StudyHeader(study_instance_uid=ds.StudyInstanceUID, ref="st-x", header=ds, series=[SeriesHeader("1.2.3.4.5.6", ds)])
-
-
-def test_log_redactor_replaces_input_paths_uids_and_identifiers(tmp_path):
-    root = tmp_path / "in"
-    redactor = LogRedactor()
-    redactor.start_run(root, "salt-for-tests")
-    redactor.register_studies([study(tmp_path)])
-    line = (
-        f"Skipped {root}/Zqfamily_Zqgiven/1.2.826.0.1.3680043.10.99.7.dcm: DICOM header cannot be read; "
-        f"patient Zqgiven Zqfamily ZQ7788123 born 1923-04-17, study 1.2.826.0.1.3680043.10.99.1, "
-        "class 1.2.840.10008.5.1.4.1.1.2, file good.dcm"
-    )
-    out = redactor.redact(line)
-    for leaked in (str(root), "Zqfamily", "Zqgiven", "ZQ7788123", "1923", "1.2.826.0.1.3680043.10.99"):
-        assert leaked not in out, (leaked, out)
-    assert out.startswith("Skipped <input>/p-") and ".dcm: DICOM header" in out
-    assert "1.2.840.10008.5.1.4.1.1.2" in out, "standard UIDs stay readable"
-    assert "good.dcm" in out
-    # the study UID's reference has the same digits as the study's ref
-    from operators.study_refs import study_ref
-
-    assert "uid-" + study_ref("1.2.826.0.1.3680043.10.99.1", "salt-for-tests")[3:] in out
-
-
-def test_formatter_redacts_exception_text_and_locate_finds_the_file(tmp_path):
-    root = tmp_path / "in"
-    folder = root / "Zqfamily_Zqgiven"
-    folder.mkdir(parents=True)
-    target = folder / "1.2.826.0.1.3680043.10.99.7.dcm"
-    target.write_bytes(b"x")
-    redactor = LogRedactor()
-    redactor.start_run(root, "salt-for-tests")
-    redactor.register_studies([study(tmp_path)])
-    formatter = PHISafeFormatter("%(message)s", redactor=redactor)
-    try:
-        raise ValueError(f"{target}: cannot decode for patient Zqfamily")
-    except ValueError:
-        import sys
-
-        record = logging.LogRecord("t", logging.ERROR, __file__, 1, "failed: %s", (str(target),), sys.exc_info())
-    text = formatter.format(record)
-    assert "Zqfamily" not in text and "1.2.826.0.1.3680043" not in text and "Traceback" in text
-    refs = [part.split(".dcm")[0] for part in text.split("/") if part.startswith(("uid-", "p-"))]
-    found = locate(root, refs, "salt-for-tests")
-    assert any(target in paths for paths in found.values()) and any(folder in paths for paths in found.values())
+# --------------------------------------------------------------------------- salt
 
 
 def test_installation_salt_is_random_persistent_and_private(tmp_path, monkeypatch):
