@@ -283,7 +283,7 @@ class Generator:
         values = {
             "PATIENT": lambda: rng.choice([
                 f"{given} {family}", f"{family}, {given}", f"{family.upper()}, {given.upper()}", f"{family} {given}",
-                f"{given[0]}. {family}", given, family, f"Mrs {family}", f"{given.upper()} {family.upper()}",
+                f"{given[0]}. {family}", given, family, ("Mrs ", family), f"{given.upper()} {family.upper()}",
             ]),
             "OTHER": lambda: rng.choice([f"{fake.first_name()} {fake.last_name()}", f"{fake.first_name()} {fake.last_name()}", fake.last_name() if rng.random() < 0.3 else f"{fake.first_name()} {fake.last_name()}"]),
             "LOWER": lambda: f"{fake.first_name()} {fake.last_name()}".lower(),
@@ -325,7 +325,11 @@ class Generator:
             elif match.group(1) == "TITLE":
                 sample.text += _case(rng.choice(TITLES), upper)
             else:
-                value = _case(values[match.group(1)](), upper)
+                value = values[match.group(1)]()
+                if isinstance(value, tuple):  # (title, name): the title is not PHI
+                    sample.text += _case(value[0], upper)
+                    value = value[1]
+                value = _case(value, upper)
                 slot_category = {"PATIENT": "name_in_header", "OTHER": "name_not_in_header", "LOWER": "name_lower_case"}.get(match.group(1), category)
                 sample.spans.append((len(sample.text), len(sample.text) + len(value), slot_category))
                 sample.text += value

@@ -443,7 +443,24 @@ STREET_SUFFIXES = (
     "Turnpike Tpke Underpass Upas Union Un Unions Uns Valley Vly Valleys Vlys Viaduct Via View Vw Views Vws Village Vlg "
     "Villages Vlgs Ville Vl Vista Vis Walk Walks Wall Way Ways Well Wl Wells Wls Wynd"
 ).split()
-_STREET_SUFFIX = "|".join(sorted(STREET_SUFFIXES, key=len, reverse=True))
+#: Suffixes that are also ordinary words ("2 Views", "6/10 at rest"): an address with one needs a unit or a town after it.
+WORDY_SUFFIXES = frozenset(
+    "View Views Vw Rest Run Pass Path Key Keys Well Wells Wall Light Lights Lock Locks Loaf Course Common Commons Union Unions "
+    "Track Trace Station Point Points Port Ports Land Fall Falls Camp Club Neck Spur Spurs Shore Shores Rapid Rapids Radial "
+    "Ramp Mission Cape Bend Bottom Branch Divide Fork Forks Mall Oval Pike Pine Pines Plain Plains Ranch Ridge Ridges Spring "
+    "Springs Stream Summit Square Squares Walk Walks Field Fields Flat Flats Green Greens Hill Hills Lake Lakes Mount Park "
+    "Parks Place Row Way Ways Is Pt Pr Un Vl Dl Lf Ml Wl St Dr Ct Cv Un".split()
+)
+
+
+def _suffix_alternation(suffixes: Iterable[str]) -> str:
+    """Title-case and capitalised forms of street suffixes, longest first."""
+    forms = {form for suffix in suffixes for form in (suffix, suffix.upper())}
+    return "|".join(sorted(forms, key=len, reverse=True))
+
+
+_STREET_SUFFIX = _suffix_alternation(s for s in STREET_SUFFIXES if s not in WORDY_SUFFIXES)
+_WORDY_SUFFIX = _suffix_alternation(WORDY_SUFFIXES)
 # Street words written into the name (German, Dutch, Nordic, Finnish, Hungarian, Turkish, ...).
 _ATTACHED_STREET = (
     r"(?:stra(?:ss|ß)e|str\.|weg|gasse|allee|platz|ring|damm|ufer|chaussee|steig|pfad|laan|straat|gracht|plein|singel|kade|dijk"
@@ -460,17 +477,24 @@ _LEADING_STREET = (
 _UPPER = "A-ZÀ-ÖØ-ÞĀĂĄĆĈĊČĎĐĒĔĖĘĚĜĞĠĢĤĦĨĪĬĮİĴĶĹĻĽĿŁŃŅŇŊŌŎŐŒŔŖŘŚŜŞŠŢŤŦŨŪŬŮŰŲŴŶŸŹŻŽ"
 _CAP = rf"[{_UPPER}][\w'’.-]*"
 _LINK = r"(?:de|del|de la|de las|de los|des|du|la|le|les|di|da|dos|das|della|do|van|von|der|den|y|e|i)"
+_POSTCODE = r"(?:\d{2}-\d{3}|\d{3}\s\d{2}|\d{4,6}|[A-Z]{1,2}\d[A-Z\d]?\s*\d[A-Z]{2}|\d{4}\s?[A-Z]{2})"
+_TOWN = rf"{_CAP}(?:\s+(?:{_LINK}\s+)?{_CAP}){{0,2}}(?:,?\s+[A-Z]{{2}})?(?:,?\s+\(?[A-Z]{{2}}\)?)?(?:\s+\d{{5}}(?:-\d{{4}})?)?"
+# What may follow a street: a unit, then ", town", "/ postcode town", ", postcode, town (XX)", ", XX 12345".
 _CITY_TAIL = (
-    rf"(?:,?\s+(?i:(?:Apt|Apartment|Suite|Ste|Unit|Flat|Floor|Piso|Planta|Puerta|Piano|Interno|Scala|Appartamento|Étage|Etage|Stock|Bus)\.?\s*#?[\w-]+))?"
-    rf"(?:(?:,|\s/)?\s*(?:\d{{2}}-\d{{3}}|\d{{3}}\s\d{{2}}|\d{{4,6}}|[A-Z]{{1,2}}\d[A-Z\d]?\s*\d[A-Z]{{2}}|\d{{4}}\s?[A-Z]{{2}})?,?\s*"
-    rf"{_CAP}(?:\s+(?:{_LINK}\s+)?{_CAP}){{0,2}}(?:,?\s+[A-Z]{{2}})?(?:,?\s+\(?[A-Z]{{2}}\)?)?(?:\s+\d{{5}}(?:-\d{{4}})?)?"
-    rf"(?:,?\s*(?:\d{{2}}-\d{{3}}|\d{{4,6}}|[A-Z]{{1,2}}\d[A-Z\d]?\s*\d[A-Z]{{2}}))?)?"
+    r"(?:,?\s+(?i:(?:Apt|Apartment|Suite|Ste|Unit|Flat|Floor|Piso|Planta|Puerta|Piano|Interno|Scala|Appartamento|Étage|Etage|Stock|Bus)\.?\s*#?[\w-]+))?"
+    rf"(?:(?:\s*[,/\n]\s*|\s+(?={_POSTCODE}\b))(?:{_POSTCODE}\b,?\s*)?{_TOWN}(?:,?\s*{_POSTCODE}\b)?|\s*,\s*{_POSTCODE}\b(?:,?\s*{_TOWN})?)?"
 )
 _ADDRESS_PATTERNS = [
     # 12 Canary Street, 77763 Tony Village Suite 690, 221B Baker St, New Jeffreymouth, NM 72965
     re.compile(
-        rf"(?<![\w.])(?:(?i:Studio|Flat|Apartment|Apt\.?|Unit|Suite)\s+\d{{1,4}}[A-Za-z]?,?\s+)?\d{{1,6}}[A-Za-z]?(?:[-/]\d{{1,4}})?,?\s+(?:{_CAP}\s+){{0,4}}?(?i:{_STREET_SUFFIX})\b\.?"
-        rf"(?:,?\s*(?:Apt|Apartment|Suite|Ste|Unit|Flat|Floor|\#)\.?\s*\#?[\w-]+)?" + rf"(?:(?=,)\s*{_CITY_TAIL})?"
+        rf"(?<![\w.])(?:(?i:Studio|Flat|Apartment|Apt\.?|Unit|Suite)\s+\d{{1,4}}[A-Za-z]?,?\s+)?\d{{1,6}}[A-Za-z]?(?:[-/]\d{{1,4}})?,?\s+"
+        rf"(?:{_CAP}\s+){{0,4}}?(?:{_STREET_SUFFIX})\b\.?"
+        rf"(?:,?\s*(?i:Apt|Apartment|Suite|Ste|Unit|Flat|Floor|\#)\.?\s*\#?[\w-]+)?" + rf"{_CITY_TAIL}"
+    ),
+    # 17 Jones Light, 6907 Gül Unions: a suffix that is also a word, so a unit or a town must follow
+    re.compile(
+        rf"(?<![\w.])\d{{1,6}}[A-Za-z]?,?\s+(?:{_CAP}\s+){{1,4}}?(?:{_WORDY_SUFFIX})\b\.?"
+        rf"(?:,?\s*(?i:Apt|Apartment|Suite|Ste|Unit|Flat|Floor|\#)\.?\s*\#?[\w-]+|(?=\s*[,\n]\s*{_CAP}))" + rf"{_CITY_TAIL}"
     ),
     # Musterstraße 12, Skolvägen 76, Agnes-Wesack-Straße 26-83 / 39150 Auerbach
     re.compile(rf"(?<![\w.])(?:[{_UPPER}][\w'’.-]*[\s-])?[{_UPPER}][\w'’-]*(?i:{_ATTACHED_STREET})\s+\d{{1,5}}[A-Za-z]?(?:\s?[-/]\s?\d{{1,5}}[A-Za-z]?)?{_CITY_TAIL}"),
@@ -656,7 +680,7 @@ class _Word:
             index=index,
             folded=folded,
             stop=stop,
-            capital=word[:1].isupper(),
+            capital=word[:1].isupper() and (upper_text or not word.isupper() or len(word) == 1),
             starts=index == 0 or bool(_SENTENCE_START.search(text[max(0, token.start() - 3) : token.start()])),
             given=not stop and folded in given,
             family=not stop and folded in family,
@@ -684,7 +708,7 @@ class TextScrubber:
             self._scripts.extend(person.scripts)
         # a word is unambiguous if it is neither a common word nor a particle
         self._first_letters = {w[0] for w in self._name_words} | self._name_initials
-        self._ambiguous = {w for w in self._name_words if w in COMMON_WORDS or w in PARTICLES or len(w) <= 2}
+        self._ambiguous = {w for w in self._name_words if w in NOT_NAMES or w in PARTICLES or len(w) <= 2}
         # people whose every word is ambiguous still need at least two of their words together
         self._scripts = sorted({s for s in self._scripts if len(s) >= 2 or len(self._scripts) == 1}, key=len, reverse=True)
         self._literals = self._literal_patterns()
