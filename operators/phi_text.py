@@ -160,7 +160,7 @@ _SENTENCE_START = re.compile(r"(?:^|[.!?:;\n(\[\"]\s*)$")
 
 
 #: Words after which a capitalised word is a person ("referred by Hope", "Dear Brown").
-_NAME_LEADS = frozenset({"by", "per", "cc", "dear", "attn"})
+_NAME_LEADS = frozenset({"by", "per", "cc", "dear", "attn", "pt", "patient"})
 _WORD = re.compile(r"[^\W_]+")
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff66-\uff9f]")
 _NAME_GLUE = re.compile(r"^[\s,^'’.\-]*$")
@@ -418,6 +418,7 @@ _PATTERNS: list[tuple[str, re.Pattern[str]]] = [
 _PHONE_SHAPE = re.compile(
     r"(?<![\w+/.,-])(?:\+\s?|00)?\(?\d[\d\s().\-/]{4,20}\d(?:\s*\(?(?i:x|ext\.?|extension|#)\s*\d{1,6}\)?)?(?![\w/]|[.,]\d)"
 )
+_SSN_SHAPE = re.compile(r"\d{3}[ \u2013\u2014-]\d{2}[ \u2013\u2014-]\d{4}")
 _PHONE_EXTENSION = re.compile(r"(?i)(?:x|ext\.?|extension|#)\s*\d{1,6}\)?$")
 
 # Street words that end a street name, from the USPS list of standard suffixes and the common
@@ -510,7 +511,7 @@ _ADDRESS_PATTERNS = [
         rf"(?:\s+\d{{1,5}}[A-Za-z]?\.?)?{_CITY_TAIL}"
     ),
     # Words that say the rest of the clause is an address: "lives at ...", "address: ..."
-    re.compile(r"(?i:\b(?:lives|living|resides|residing|resident)\s+at|\b(?:home\s+)?address\s*[:\-]?)\s+([^;.\n]*\w)"),
+    re.compile(r"(?i:\b(?:lives|living|resides|residing|resident)\s+at|\b(?:home\s+)?address\s*[:\-]?)\s+((?:[^;.,\n]|,(?!\s*[a-z])|\.(?=\w)){1,80}(?<=\w))"),
 ]
 
 # Hospitals and clinics: capitalised words before a kind of institution, or after one written first.
@@ -792,6 +793,10 @@ class TextScrubber:
                 continue
             other_start, other_end, other = tokens[neighbour]
             between = text[other_end:start] if neighbour < index else text[end:other_start]
+            if re.search(r"[.!?;:]\s", between + " ") and not re.fullmatch(r"\s*[A-Z]\.\s*", between):
+                continue  # a sentence ends between them: "no renal stone. Faith Stone"
+            if text[start:end].islower() and not text[other_start:other_end].islower():
+                continue  # a word in lower case next to a capitalised name is a word
             if other != folded and len(between) <= 8 and _is_name_gap(between):
                 return True
         if index > 0:
@@ -803,6 +808,9 @@ class TextScrubber:
             if len(previous) == 1 and previous in self._first_letters and text[previous_start].isupper() and gap in (". ", " ", "."):
                 return True
         word = text[start:end]
+        initial_after = re.match(r",?\s*([A-Z])\.", text[end : end + 5])
+        if initial_after and initial_after.group(1).lower() in self._first_letters and word[:1].isupper():
+            return True  # "Stone, F."
         if index > 0 and tokens[index - 1][2] in _NAME_LEADS and word[:1].isupper() and not word.isupper():
             return True
         # written in capitals inside text that is not itself in capitals ("MASS was admitted")
@@ -845,6 +853,8 @@ class TextScrubber:
                 continue
             if "/" in number and not value.startswith(("+", "00", "(")):
                 continue  # 120/80, 2/3, dates: slashes are rarely inside phone numbers
+            if _SSN_SHAPE.fullmatch(value) or any(p.fullmatch(value) for c, p in _PATTERNS if c == DATE):
+                continue  # an SSN or a date, found as such by its own pattern
             yield _Span(match.start(), match.start() + len(value), PHONE)
 
     def _place_spans(self, text: str) -> Iterator[_Span]:
@@ -993,17 +1003,28 @@ class TextScrubber:
         return [self._absorb_initials(text, s) if s.category == NAME else s for s in merged]
 
     def _absorb_initials(self, text: str, span: _Span) -> _Span:
-        """Extend a name span over initials written next to it ("J. Smith", "Smith, J.Q.")."""
+        """Extend a name span over initials written next to it ("J. Smith", "Smith, J.Q.").
+
+        A letter without a full stop is taken only if it is an initial of the study's names and not
+        L or R, which stand for a side ("STONE FAITH L HAND" keeps "L HAND").
+        """
         start, end = span.start, span.end
         while True:
-            before = re.search(r"(?:\b[A-Z]\.?[\s,]*|\b[A-Z]\.\s*)$", text[max(0, start - 4) : start])
+            before = re.search(r"(?:\b([A-Z])\.?[\s,]*|\b[A-Z]\.\s*)$", text[max(0, start - 4) : start])
             if not before or before.end() - before.start() == 0:
                 break
+            bare = before.group(1) and "." not in before.group()
+            if bare and not self._bare_initial(before.group(1)):
+                break
             start -= before.end() - before.start()
-        after = re.match(r"(?:,?\s*[A-Z]\.(?:\s*[A-Z]\.)*|\s+[A-Z](?![\w.]))", text[end : end + 12])
-        if after:
+        after = re.match(r"(?:,?\s*[A-Z]\.(?:\s*[A-Z]\.)*|\s+([A-Z])(?![\w.]))", text[end : end + 12])
+        if after and (after.group(1) is None or self._bare_initial(after.group(1))):
             end += after.end()
         return _Span(start, end, span.category)
+
+    def _bare_initial(self, letter: str) -> bool:
+        """Whether a letter written alone next to a name is one of its initials (never L or R: sides)."""
+        return letter not in "LR" and letter.lower() in self._first_letters
 
     # ------------------------------------------------------------------ public
 
