@@ -479,16 +479,19 @@ _UPPER = "A-ZÀ-ÖØ-ÞĀĂĄĆĈĊČĎĐĒĔĖĘĚĜĞĠĢĤĦĨĪĬĮİĴĶĹ�
 _CAP = rf"[{_UPPER}][\w'’.-]*"
 _LINK = r"(?:de|del|de la|de las|de los|des|du|la|le|les|di|da|dos|das|della|do|van|von|der|den|y|e|i)"
 _POSTCODE = r"(?:\d{2}-\d{3}|\d{3}\s\d{2}|\d{4,6}|[A-Z]{1,2}\d[A-Z\d]?\s*\d[A-Z]{2}|\d{4}\s?[A-Z]{2})"
-_TOWN = rf"{_CAP}(?:\s+(?:{_LINK}\s+)?{_CAP}){{0,2}}(?:,?\s+[A-Z]{{2}})?(?:,?\s+\(?[A-Z]{{2}}\)?)?(?:\s+\d{{5}}(?:-\d{{4}})?)?"
+_TOWN_WORD = rf"[{_UPPER}][\w'’-]*"
+_TOWN = rf"{_TOWN_WORD}(?:\s+(?:{_LINK}\s+)?{_TOWN_WORD}){{0,2}}(?:,?\s+[A-Z]{{2}})?(?:,?\s+\(?[A-Z]{{2}}\)?)?(?:\s+\d{{5}}(?:-\d{{4}})?)?"
 # What may follow a street: a unit, then ", town", "/ postcode town", ", postcode, town (XX)", ", XX 12345".
 _CITY_TAIL = (
     r"(?:,?\s+(?i:(?:Apt|Apartment|Suite|Ste|Unit|Flat|Floor|Piso|Planta|Puerta|Piano|Interno|Scala|Appartamento|Étage|Etage|Stock|Bus)\.?\s*#?[\w-]+))?"
     rf"(?:(?:\s*[,/\n]\s*|\s+(?={_POSTCODE}\b))(?:{_POSTCODE}\b,?\s*)?{_TOWN}(?:,?\s*{_POSTCODE}\b)?|\s*,\s*{_POSTCODE}\b(?:,?\s*{_TOWN})?)?"
 )
+_STREET_WORD = re.compile(rf"(?i:{_LEADING_STREET})")
 _ADDRESS_PATTERNS = [
     # 12 Canary Street, 77763 Tony Village Suite 690, 221B Baker St, New Jeffreymouth, NM 72965
     re.compile(
-        rf"(?<![\w.])(?:(?i:Studio|Flat|Apartment|Apt\.?|Unit|Suite)\s+\d{{1,4}}[A-Za-z]?,?\s+)?\d{{1,6}}[A-Za-z]?(?:[-/]\d{{1,4}})?,?\s+"
+        rf"(?<![\w.])(?:(?i:Studio|Flat|Apartment|Apt\.?|Unit|Suite)\s+\d{{1,4}}[A-Za-z]?,?\s+(?:\d{{1,6}}[A-Za-z]?,?\s+)?"
+        rf"|\d{{1,6}}[A-Za-z]?(?:[-/]\d{{1,4}})?,?\s+)"
         rf"(?:{_CAP}\s+){{0,4}}?(?:{_STREET_SUFFIX})\b\.?"
         rf"(?:,?\s*(?i:Apt|Apartment|Suite|Ste|Unit|Flat|Floor|\#)\.?\s*\#?[\w-]+)?" + rf"{_CITY_TAIL}"
     ),
@@ -502,7 +505,7 @@ _ADDRESS_PATTERNS = [
     # 23, rue Victoire Perrier; Viale Sermonti, 13; Calle Mayor 5; aleja Okrężna 776
     re.compile(
         rf"(?<![\w.])(?:\d{{1,5}}[A-Za-z]?,?\s+)?(?i:{_LEADING_STREET})\s+(?:(?:{_LINK})\s+)*{_CAP}(?:\s+(?:(?:{_LINK})\s+)*{_CAP}){{0,4}}"
-        rf"(?:,?\s+(?:n\.?\s*|nº\s*|no\.?\s*)?\d{{1,5}}[A-Za-z]?)?{_CITY_TAIL}"
+        rf"(?:,?\s+(?:n\.?\s*|nº\s*|no\.?\s*)?\d{{1,4}}[A-Za-z]?(?!\d))?{_CITY_TAIL}"
     ),
     # Dózsa György utca 193, Atatürk Caddesi 12, Kadakia Marg 77
     re.compile(
@@ -863,7 +866,11 @@ class TextScrubber:
             for match in pattern.finditer(text):
                 start, end = match.span(1) if match.lastindex else match.span()
                 value = text[start:end].rstrip(" ,.")
-                if value and any(ch.isdigit() for ch in value) or match.lastindex:
+                lead = re.match(r"[^\W\d_]+\s+", value)
+                while lead and fold(lead.group().strip()) in NOT_NAMES and not match.lastindex and not _STREET_WORD.fullmatch(lead.group().strip()):
+                    start, value = start + lead.end(), value[lead.end() :]  # "from", "outside": not the address
+                    lead = re.match(r"[^\W\d_]+\s+", value)
+                if value and (any(ch.isdigit() for ch in value) or match.lastindex):
                     yield _Span(start, start + len(value), ADDRESS)
         for pattern in _INSTITUTION_PATTERNS:
             for match in pattern.finditer(text):
