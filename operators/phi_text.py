@@ -465,13 +465,15 @@ _WORDY_SUFFIX = _suffix_alternation(WORDY_SUFFIXES)
 # Street words written into the name (German, Dutch, Nordic, Finnish, Hungarian, Turkish, ...).
 _ATTACHED_STREET = (
     r"(?:stra(?:ss|ß)e|str\.|weg|gasse|allee|platz|ring|damm|ufer|chaussee|steig|pfad|laan|straat|gracht|plein|singel|kade|dijk"
-    r"|hof|markt|vej|gade|gate|gata|gatan|vägen|väg|torget|gränd|backe|stig|katu|tie|kuja|polku|kaari|rinne|utca|körút|sokak"
+    r"|hof|markt|vej|gade|gate|gata|gatan|vägen|väg|torget|torg|gränd|gränden|backe|backen|stig|stigen|leden|allén|plan|katu|tie|kuja"
+    r"|polku|kaari|rinne|utca|körút|sokak"
     r"|sokağı|caddesi|cad\.|bulvarı|ulice|náměstí|třída|nábřeží)"
 )
 # Street words written before the name (French, Spanish, Italian, Portuguese, Polish, ...).
 _LEADING_STREET = (
     r"(?:rue|avenue|av\.|bd|boulevard|chemin|allée|impasse|place|quai|cours|route|calle|c/|avenida|avda\.?|paseo|plaza|pasaje"
-    r"|camino|carrer|ronda|callejón|cañada|glorieta|travesía|rambla|carretera|urbanización|c\.|via|viale|piazza|piazzale|corso|largo"
+    r"|camino|carrer|ronda|callejón|cañada|glorieta|travesía|rambla|carretera|urbanización|acceso|cuesta|polígono|barrio|avinguda"
+    r"|passeig|c\.|via|viale|piazza|piazzale|corso|largo"
     r"|vicolo|contrada|strada|borgo|rotonda|rua|travessa|praça|alameda|estrada"
     r"|ul\.|ulica|aleja|al\.|plac|osiedle|os\.)"
 )
@@ -490,14 +492,14 @@ _STREET_WORD = re.compile(rf"(?i:{_LEADING_STREET})")
 _ADDRESS_PATTERNS = [
     # 12 Canary Street, 77763 Tony Village Suite 690, 221B Baker St, New Jeffreymouth, NM 72965
     re.compile(
-        rf"(?<![\w.])(?:(?i:Studio|Flat|Apartment|Apt\.?|Unit|Suite)\s+\d{{1,4}}[A-Za-z]?,?\s+(?:\d{{1,6}}[A-Za-z]?,?\s+)?"
+        rf"(?<![\w./])(?:(?i:Studio|Flat|Apartment|Apt\.?|Unit|Suite|H\.\s?No\.?|House\s+No\.?)\s*\d{{1,4}}[A-Za-z]?,?\s+(?:\d{{1,6}}[A-Za-z]?,?\s+)?"
         rf"|\d{{1,6}}[A-Za-z]?(?:[-/]\d{{1,4}})?,?\s+)"
         rf"(?:{_CAP}\s+){{0,4}}?(?:{_STREET_SUFFIX})\b\.?"
         rf"(?:,?\s*(?i:Apt|Apartment|Suite|Ste|Unit|Flat|Floor|\#)\.?\s*\#?[\w-]+)?" + rf"{_CITY_TAIL}"
     ),
     # 17 Jones Light, 6907 Gül Unions: a suffix that is also a word, so a unit or a town must follow
     re.compile(
-        rf"(?<![\w.])\d{{1,6}}[A-Za-z]?,?\s+(?:{_CAP}\s+){{1,4}}?(?:{_WORDY_SUFFIX})\b\.?"
+        rf"(?<![\w./])(?:(?i:H\.\s?No\.?|House\s+No\.?)\s*)?\d{{1,6}}[A-Za-z]?(?:[-/]\d{{1,4}})?,?\s+(?:{_CAP}\s+){{1,4}}?(?:{_WORDY_SUFFIX})\b\.?"
         rf"(?:,?\s*(?i:Apt|Apartment|Suite|Ste|Unit|Flat|Floor|\#)\.?\s*\#?[\w-]+|(?=\s*[,\n]\s*{_CAP}))" + rf"{_CITY_TAIL}"
     ),
     # Musterstraße 12, Skolvägen 76, Agnes-Wesack-Straße 26-83 / 39150 Auerbach
@@ -523,9 +525,14 @@ _INSTITUTION_KIND = (
     r"|Hospice|Sanatorium|Polyclinic|Klinikum|Klinik|Kliniken|Krankenhaus|Spital|Hôpital|Clinique|Ospedale|Policlinico"
     r"|Ziekenhuis|Szpital|Sjukhus|Sairaala|Nemocnice|Kórház|Hastanesi|Universitätsklinikum|Uniklinik|CHU|CHRU)"
 )
+#: Words that start a clause before a hospital's name ("TRANSFERRED FROM X HOSPITAL"), never part of it;
+#: ordinary words that name places and people ("South", "New", "Taylor") are not among them.
+_NOT_PLACE_NAMES = (NOT_NAMES - COMMON_WORDS) | frozenset(
+    "a an the and or of in on at to for with by from as is was be are no not yes left right".split()
+)
 _INSTITUTION_PATTERNS = [
     re.compile(
-        rf"(?<![\w])(?:(?:St|Saint|Sankt|San|Santa|São)\.?\s+)?(?:{_CAP}\s+|(?:of|de|du|di|del|am|an der)\s+){{0,4}}{_INSTITUTION_KIND}\b"
+        rf"(?<![\w])(?:(?:St|Saint|Sankt|San|Santa|São)\.?\s+)?(?:{_CAP}\s+|(?:of|de|du|di|del|am|an der|nad|pod|na|upon|on|en|sur|im|bei)\s+){{0,4}}{_INSTITUTION_KIND}\b"
         rf"(?:\s+(?:of|de|du|des|di|del|della|do|da|am|an\s+der|für)\s+{_CAP}(?:\s+{_CAP}){{0,2}})?"
     ),
     re.compile(
@@ -854,7 +861,7 @@ class TextScrubber:
             grouped = bool(re.search(r"\d[\s().\-/]+\d", number))
             if not 7 <= digits <= 15 or not (grouped or value.startswith(("+", "00")) or value != number):
                 continue
-            if "/" in number and not value.startswith(("+", "00", "(")):
+            if "/" in number and not value.startswith(("+", "00", "(")) and digits < 9 and value == number:
                 continue  # 120/80, 2/3, dates: slashes are rarely inside phone numbers
             if _SSN_SHAPE.fullmatch(value) or any(p.fullmatch(value) for c, p in _PATTERNS if c == DATE):
                 continue  # an SSN or a date, found as such by its own pattern
@@ -877,7 +884,7 @@ class TextScrubber:
                 start, end = match.span()
                 words = [w for w in _CAPITAL_WORD.finditer(text, start, end)]
                 # leading words that are ordinary words ("Transferred", "Outside") are not part of the name
-                while words and fold(words[0].group().rstrip(".")) in NOT_NAMES and not re.match(_INSTITUTION_KIND, words[0].group()):
+                while words and fold(words[0].group().rstrip(".")) in _NOT_PLACE_NAMES and not re.match(_INSTITUTION_KIND, words[0].group()):
                     words.pop(0)
                 if words:  # at least the kind is capitalised ("the hospital" is a word)
                     yield _Span(words[0].start(), end, INSTITUTION)
@@ -947,12 +954,6 @@ class TextScrubber:
                 position += 1
             while run and words[run[-1]].folded in PARTICLES:
                 run.pop()
-            if not run:
-                continue
-            listed = any(words[r].given or words[r].family for r in run)
-            capitalised = any(words[r].capital for r in run) and not upper_text
-            if (strong and (capitalised or listed or len(run) >= 2)) or (listed or (len(run) >= 2 and capitalised)):
-                marked.update(run)
             if strong and w.index >= 1:
                 before = text[: tokens[w.index].start()]
                 if re.search(r"[(,][ \t]*(?:the[ \t]+|her[ \t]+|his[ \t]+)?$", before):
@@ -960,6 +961,12 @@ class TextScrubber:
                     while back >= 0 and words[back].capital and not words[back].stop and back >= w.index - 3:
                         marked.add(back)
                         back -= 1
+            if not run:
+                continue
+            listed = any(words[r].given or words[r].family for r in run)
+            capitalised = any(words[r].capital for r in run) and not upper_text
+            if (strong and (capitalised or listed or len(run) >= 2)) or (listed or (len(run) >= 2 and capitalised)):
+                marked.update(run)
         # a listed name that is also a word joins a name found next to it ("Rita Hall", "WILLIAM SMITH")
         grown = True
         while grown:
@@ -968,7 +975,8 @@ class TextScrubber:
                 for n in (i - 1, i + 1):
                     if 0 <= n < len(words) and n not in marked and adjacent(min(i, n), max(i, n)):
                         neighbour = words[n]
-                        if neighbour.listed_word and (neighbour.capital or not words[i].capital) and neighbour.folded not in NEVER_NAMES:
+                        plain = neighbour.capital and not neighbour.stop and not upper_text  # "Rita Persson"
+                        if (plain or neighbour.listed_word and (neighbour.capital or not words[i].capital)) and neighbour.folded not in NEVER_NAMES:
                             marked.add(n)
                             grown = True
         for index in sorted(marked):
