@@ -512,7 +512,7 @@ _ADDRESS_PATTERNS = [
     # Dózsa György utca 193, Atatürk Caddesi 12, Kadakia Marg 77
     re.compile(
         rf"(?<![\w.])(?:\d{{1,5}}[A-Za-z]?(?:/\d{{1,5}})?,?\s+)?{_CAP}(?:\s+[\w'’.-]+){{0,3}}?\s+"
-        rf"(?i:utca|út|útja|tér|köz|sor|sokak|sokağı|caddesi|cad\.|bulvarı|mahallesi|marg|nagar|ganj|chowk|gali|ulice|nábřeží)"
+        rf"(?i:utca|út|útja|tér|köz|sor|sokak|sokağı|caddesi|cad\.|bulvarı|mahallesi|marg|nagar|ganj|chowk|gali|ulice|nábřeží)\b"
         rf"(?:\s+\d{{1,5}}[A-Za-z]?\.?)?{_CITY_TAIL}"
     ),
     # Words that say the rest of the clause is an address: "lives at ...", "address: ..."
@@ -532,18 +532,18 @@ _NOT_PLACE_NAMES = (NOT_NAMES - COMMON_WORDS) | frozenset(
 )
 _INSTITUTION_PATTERNS = [
     re.compile(
-        rf"(?<![\w])(?:(?:St|Saint|Sankt|San|Santa|São)\.?\s+)?(?:{_CAP}\s+|(?:of|de|du|di|del|am|an der|nad|pod|na|upon|on|en|sur|im|bei)\s+){{0,4}}{_INSTITUTION_KIND}\b"
+        rf"(?<![\w])(?:(?:St|Saint|Sankt|San|Santa|São)\.?\s+)?(?:(?:St\.|{_TOWN_WORD})\s+|(?:of|de|du|di|del|am|an der|nad|pod|na|upon|on|en|sur|im|bei)\s+){{0,4}}{_INSTITUTION_KIND}\b"
         rf"(?:\s+(?:of|de|du|des|di|del|della|do|da|am|an\s+der|für)\s+{_CAP}(?:\s+{_CAP}){{0,2}})?"
     ),
     re.compile(
         rf"\b(?:Klinikum|Klinik|Krankenhaus|Hôpital|Clinique|Ospedale|Hospital|Centre\s+Hospitalier(?:\s+Universitaire)?|Szpital|Policlinico"
-        rf"|University\s+Hospital|CHU|KLINIKUM|HÔPITAL|HOSPITAL|OSPEDALE)\s+(?:(?:of|de|du|des|di|del|della|do|da|San|Santa|St\.?|Saint)\s+)*{_CAP}(?:\s+{_CAP}){{0,2}}"
+        rf"|University\s+Hospital|CHU)\s+(?:(?:of|de|du|des|di|del|della|do|da|San|Santa|St\.?|Saint)\s+)*{_CAP}(?:\s+{_CAP}){{0,2}}"
     ),
 ]
 
 # A title followed by one or two capitalised words (and initials): a name, whoever it is.
 _TITLED_NAME = re.compile(
-    r"\b(?:Dr|Mr|Mrs|Ms|Miss|Mx|Prof|Professor|Sir|Dame|Nurse|Sister|DR|MR|MRS|MS|MISS|PROF|NURSE|SISTER)\b\.?\s+"
+    r"(?:\b(?:Dr|Mr|Mrs|Ms|Miss|Mx|Prof|DR|MR|MRS|MS|MISS|PROF)\b\.?|\b(?:Professor|Sir|Dame|Nurse|Sister|NURSE|SISTER)\b)[ \t]+"
     r"((?:[A-Z]\.\s*)*[A-Z][\w'’-]*(?:\s+(?:[A-Z]\.\s*)*[A-Z][\w'’-]+)?)"
 )
 # A name introduced by a role word and a colon ("Patient: Jones", "Next of kin: Mary Smith").
@@ -823,8 +823,11 @@ class TextScrubber:
             return True  # "Stone, F."
         if index > 0 and tokens[index - 1][2] in _NAME_LEADS and word[:1].isupper() and not word.isupper():
             return True
-        # written in capitals inside text that is not itself in capitals ("MASS was admitted")
-        return len(word) >= 3 and word.isupper() and not _mostly_upper(text)
+        if index > 0 and tokens[index - 1][2] in ("pt", "patient") and word.isupper():
+            return True  # "PT BAKER REPORTS PAIN"
+        # written in capitals inside text that is not itself in capitals ("MASS was admitted"), unless it is
+        # a side, a body part or a finding ("Burn to the L HAND" for a patient called Hand)
+        return len(word) >= 3 and word.isupper() and not _mostly_upper(text) and folded not in NEVER_NAMES
 
     def _pattern_spans(self, text: str) -> Iterator[_Span]:
         for category, pattern in _PATTERNS:
