@@ -502,11 +502,21 @@ _ADDRESS_PATTERNS = [
         rf"(?<![\w./])(?:(?i:H\.\s?No\.?|House\s+No\.?)\s*)?\d{{1,6}}[A-Za-z]?(?:[-/]\d{{1,4}})?,?\s+(?:{_CAP}\s+){{1,4}}?(?:{_WORDY_SUFFIX})\b\.?"
         rf"(?:,?\s*(?i:Apt|Apartment|Suite|Ste|Unit|Flat|Floor|\#)\.?\s*\#?[\w-]+|(?=\s*[,\n]\s*{_CAP}))" + rf"{_CITY_TAIL}"
     ),
+    # 16315 Bradley Walk, Flat 21 Brenda Walks: a house number of two digits or more, or a flat, before it
+    re.compile(
+        rf"(?<![\w./])(?:(?i:Studio|Flat|Apartment|Apt\.?|Unit|Suite)\s*\d{{1,4}}[A-Za-z]?,?\s+|\d{{2,6}}[A-Za-z]?,?\s+)"
+        rf"(?:{_CAP}\s+){{1,4}}?(?:{_WORDY_SUFFIX})\b"
+    ),
+    # Heydukova 67, 166 20 Dašice; Canale Muti, 930, 95013, Fiumefreddo di Sicilia (CT): street, number, postcode, town
+    re.compile(
+        rf"(?<![\w.]){_TOWN_WORD}(?:\s+(?:{_LINK}\s+)?{_TOWN_WORD}){{0,3}},?\s+\d{{1,5}}[A-Za-z]?(?:/\d{{1,4}})?"
+        rf"(?:\s+(?i:Piano|Appartamento|Interno|Piso|Puerta|Apt\.?|Flat)\s*\d{{1,4}})?,\s*{_POSTCODE}\b,?\s*{_TOWN}"
+    ),
     # Musterstraße 12, Skolvägen 76, Agnes-Wesack-Straße 26-83 / 39150 Auerbach
     re.compile(rf"(?<![\w.])(?:[{_UPPER}][\w'’.-]*[\s-])?[{_UPPER}][\w'’-]*(?i:{_ATTACHED_STREET})\s+\d{{1,5}}[A-Za-z]?(?:\s?[-/]\s?\d{{1,5}}[A-Za-z]?)?{_CITY_TAIL}"),
     # 23, rue Victoire Perrier; Viale Sermonti, 13; Calle Mayor 5; aleja Okrężna 776
     re.compile(
-        rf"(?<![\w.])(?:\d{{1,5}}[A-Za-z]?,?\s+)?(?i:{_LEADING_STREET})\s+(?:(?:{_LINK})\s+)*{_CAP}(?:\s+(?:(?:{_LINK})\s+)*{_CAP}){{0,4}}"
+        rf"(?<![\w.])(?:\d{{1,5}}[A-Za-z]?,?\s+)?(?i:{_LEADING_STREET})\s+(?:(?:{_LINK})\s+)*{_TOWN_WORD}(?:\s+(?:(?:{_LINK})\s+)*{_TOWN_WORD}){{0,4}}"
         rf"(?:,?\s+(?:n\.?\s*|nº\s*|no\.?\s*)?\d{{1,4}}[A-Za-z]?(?!\d))?{_CITY_TAIL}"
     ),
     # Dózsa György utca 193, Atatürk Caddesi 12, Kadakia Marg 77
@@ -657,10 +667,14 @@ def _alternation(patterns: Iterable[str]) -> re.Pattern[str] | None:
 
 #: Words that are never taken as part of a name found in free text, even next to one: laterality,
 #: body parts and findings whose loss would change the meaning of a clinical sentence.
-NEVER_NAMES = frozenset(
+SIDES_AND_BODY = frozenset(
     """
     l r left right bilateral hand hands foot feet head neck chest back arm arms leg legs knee knees hip hips face eye eyes
     ear ears nose mouth lip lips skin bone bones heart lung lungs liver kidney brain spine wall walls palm palms thumb
+    """.split()
+)
+NEVER_NAMES = SIDES_AND_BODY | frozenset(
+    """
     burn burns scald wound wounds scar mass stone stones lesion cyst nodule node fracture cast pin plate screw wire
     white black brown grey gray green red blue yellow rose
     """.split()
@@ -823,11 +837,18 @@ class TextScrubber:
             return True  # "Stone, F."
         if index > 0 and tokens[index - 1][2] in _NAME_LEADS and word[:1].isupper() and not word.isupper():
             return True
+        if word[:1].isupper() and not word.isupper() and folded not in NEVER_NAMES and not _mostly_upper(text):
+            eponym = _EPONYM_AFTER.match(text[end : end + 40]) or text[end : end + 2] in ("'s", "’s")
+            starts = bool(_SENTENCE_START.search(text[max(0, start - 3) : start])) or start == 0
+            if not eponym and not starts:
+                return True  # capitalised inside a sentence: "the right hand of Page", "History from May:"
+            if not eponym and starts and re.match(r"\s*(?:[.;:,)]|$)", text[end:]):
+                return True  # a sentence of its own: "... unchanged. Brown."
         if index > 0 and tokens[index - 1][2] in ("pt", "patient") and word.isupper():
             return True  # "PT BAKER REPORTS PAIN"
         # written in capitals inside text that is not itself in capitals ("MASS was admitted"), unless it is
         # a side, a body part or a finding ("Burn to the L HAND" for a patient called Hand)
-        return len(word) >= 3 and word.isupper() and not _mostly_upper(text) and folded not in NEVER_NAMES
+        return len(word) >= 3 and word.isupper() and not _mostly_upper(text) and folded not in SIDES_AND_BODY
 
     def _pattern_spans(self, text: str) -> Iterator[_Span]:
         for category, pattern in _PATTERNS:
@@ -850,7 +871,8 @@ class TextScrubber:
                 words = [w for w in _CAPITAL_WORD.finditer(text, start, end)]
                 kept = [
                     w for number, w in enumerate(words)
-                    if fold(w.group().rstrip("'’-")) not in (NOT_NAMES if number else COMMON_WORDS) or (pattern is _TITLED_NAME and number == 0)
+                    if (fold(w.group().rstrip("'’-")) not in (NOT_NAMES if number else COMMON_WORDS) or (pattern is _TITLED_NAME and number == 0))
+                    and not (number and _EPONYM_AFTER.match(text[w.end() : w.end() + 40]))
                 ]
                 for word in kept:
                     yield _Span(word.start(), word.end(), NAME)
@@ -864,7 +886,7 @@ class TextScrubber:
             grouped = bool(re.search(r"\d[\s().\-/]+\d", number))
             if not 7 <= digits <= 15 or not (grouped or value.startswith(("+", "00")) or value != number):
                 continue
-            if "/" in number and not value.startswith(("+", "00", "(")) and digits < 9 and value == number:
+            if "/" in number and (re.search(r"\s/|/\s", number) or not value.startswith(("+", "00", "(")) and digits < 9 and value == number):
                 continue  # 120/80, 2/3, dates: slashes are rarely inside phone numbers
             if _SSN_SHAPE.fullmatch(value) or any(p.fullmatch(value) for c, p in _PATTERNS if c == DATE):
                 continue  # an SSN or a date, found as such by its own pattern
