@@ -146,3 +146,74 @@ def test_installation_salt_is_random_persistent_and_private(tmp_path, monkeypatc
     assert (tmp_path / "a" / "uid-salt").stat().st_mode & 0o077 == 0
     monkeypatch.setenv("BIOMEDCLIP_MAP_UID_SALT", "site-secret")
     assert resolve_uid_salt(tmp_path / "a") == "site-secret"
+
+
+# --------------------------------------------------------------------------- free text the header does not list
+
+
+@pytest.mark.parametrize(
+    ("text", "gone", "kept"),
+    [
+        ("Mother Kessandra Ulbright present.", ("Kessandra", "Ulbright"), ("Mother", "present")),
+        ("Discussed with Ana Lima on the phone.", ("Ana", "Lima"), ("Discussed with", "on the phone")),
+        ("Refik Zorlu (daughter) will bring her in.", ("Refik", "Zorlu"), ("(daughter) will bring her in",)),
+        ("spoke to maria garcia about the dressing", ("maria", "garcia"), ("spoke to", "about the dressing")),
+        ("Seen by Dr. Okonkwo-Bell in clinic.", ("Okonkwo",), ("Seen by Dr.", "in clinic")),
+    ],
+)
+def test_names_in_no_header(text, gone, kept):
+    out = TextScrubber().scrub(text).text
+    assert "[NAME]" in out and not any(g in out for g in gone) and all(k in out for k in kept), out
+
+
+def test_the_patients_common_word_surname_stays_a_word_across_a_sentence_end():
+    assert scrub("no renal stone. Faith Stone", PatientName="Stone^Faith") == "no renal stone. [NAME]"
+    assert scrub("Small stone in the left kidney; Faith Stone seen.", PatientName="Stone^Faith") == (
+        "Small stone in the left kidney; [NAME] seen."
+    )
+
+
+def test_laterality_is_never_an_initial():
+    assert scrub("STONE FAITH L HAND", PatientName="Stone^Faith") == "[NAME] L HAND"
+    assert scrub("XR R HAND for Faith Stone", PatientName="Stone^Faith") == "XR R HAND for [NAME]"
+    assert scrub("Burn to the L HAND, dorsum.", PatientName="Hand^Hope") == "Burn to the L HAND, dorsum."
+
+
+def test_the_patients_name_next_to_a_common_word():
+    assert scrub("Wound photo Rose Oyelaran", PatientName="Oyelaran^Rose") == "Wound photo [NAME]"
+    assert scrub("Photograph of the right hand of Page taken in clinic.", PatientName="Page^Rose") == (
+        "Photograph of the right hand of [NAME] taken in clinic."
+    )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "No renal stone. White matter hyperintensities. Bell's palsy excluded. Baker's cyst behind the right knee.",
+        "XR RIGHT HAND BURN. L KNEE XR AP AND LATERAL. Burn to left and right palms, 1% TBSA.",
+        "Known Parkinson's disease, Graves disease on carbimazole; Wood's lamp examination negative.",
+        "Hill-Sachs lesion. Mass effect on the left lateral ventricle. May need grafting. Will review in clinic.",
+        "Transferred to the hospital by ambulance; seen in the burns clinic; ward round done.",
+        "BP 120/80, EF 55%, 3.2 x 4.1 cm, 2 views, 6/10 at rest, 12.5 mGy, since 2019, at 08:00.",
+    ],
+)
+def test_clinical_words_eponyms_and_laterality_are_kept(text):
+    result = TextScrubber(identifiers_from_header(header(PatientName="Stone^Faith"))).scrub(text)
+    assert result.text == text and result.total == 0, result.text
+
+
+@pytest.mark.parametrize(
+    ("text", "tag"),
+    [
+        ("call +44 113 496 0806 ext. 12", "[PHONE]"), ("call 001-477-683-5337x40681", "[PHONE]"), ("tel (08063) 60837", "[PHONE]"),
+        ("call +33 2 41 50 00 80", "[PHONE]"), ("SSN 123 45 6789 on file", "[ID]"),
+        ("lives at 391 Johnson Burg Apt. 636, New Jeffreymouth, NM 72965", "[ADDRESS]"),
+        ("fell outside Agnes-Wesack-Straße 26, 39150 Auerbach", "[ADDRESS]"), ("from 23, rue Victoire Perrier, 55722 Sainte René", "[ADDRESS]"),
+        ("at Viale Sermonti, 13", "[ADDRESS]"), ("from 16315 Bradley Walk", "[ADDRESS]"),
+        ("transferred from Riverton General Hospital", "[INSTITUTION]"), ("films from Klinikum Auerbach", "[INSTITUTION]"),
+        ("referred from St. Mary's Hospital", "[INSTITUTION]"), ("follow-up at Taylor Clinic", "[INSTITUTION]"),
+    ],
+)
+def test_phones_ssns_addresses_and_institutions_in_no_header(text, tag):
+    out = TextScrubber().scrub(text).text
+    assert tag in out and not any(ch.isdigit() for ch in out), out
