@@ -144,6 +144,23 @@ NOT_NAMES = COMMON_WORDS | frozenset(
     """.split()
 )
 
+@functools.lru_cache(maxsize=1)
+def dicom_words() -> frozenset[str]:
+    """Folded words of DICOM attribute names (pydicom's data dictionary): "Photometric Interpretation",
+    "Float Pixel Data", "Window Center" are the product's own wording, never two names in a row."""
+    from pydicom.datadict import DicomDictionary
+
+    return frozenset(fold(word) for entry in DicomDictionary.values() for word in re.findall(r"[A-Za-z]{2,}", entry[2]))
+
+
+@functools.lru_cache(maxsize=1)
+def dicom_keywords() -> frozenset[str]:
+    """DICOM attribute keywords ("BodyPartExamined"): never a name."""
+    from pydicom.datadict import keyword_dict
+
+    return frozenset(keyword_dict)
+
+
 #: Words after which the next words are a person's name ("Mother Kessandra Ulbright", "seen by Ana Lima").
 STRONG_CUES = frozenset(
     """
@@ -153,6 +170,8 @@ STRONG_CUES = frozenset(
     physiotherapist physio radiographer sonographer consultant registrar surgeon physician radiologist dermatologist
     """.split()
 )
+#: The product's and its platform's own names, which its texts use: never a person.
+PRODUCT_WORDS = frozenset("monai deploy express holoscan biomedclip triton pacs orthanc dicom dicomweb".split())
 #: Words after which capitalised words are a name only with more evidence (two of them, or a known name).
 WEAK_CUES = frozenset({"by", "with", "to", "per", "cc", "dear", "attn", "and", "contact", "informed", "told", "called", "kin"})
 #: Words after a capitalised word that make it an eponym, not a person ("Bell's palsy", "Graves disease").
@@ -699,23 +718,27 @@ class _Word:
     given: bool  # a listed given name that is not an ordinary word
     family: bool  # a listed surname that is not an ordinary word
     listed_word: bool  # a listed name that is also an ordinary word ("Hall", "Jack")
+    dicom: bool  # a word of a DICOM attribute name ("Pixel", "Interpretation"): not evidence of a name
 
     @classmethod
     def of(cls, text: str, token: re.Match[str], index: int, upper_text: bool, given: frozenset[str], family: frozenset[str]) -> "_Word":
         word = re.sub(r"['’]s$", "", token.group())
         folded = fold(word)
         eponym = bool(_EPONYM_AFTER.match(text[token.end() : token.end() + 40]))
-        stop = folded in NOT_NAMES or folded in TITLES or eponym or len(folded) < 2
+        camel = bool(re.search(r"[a-z][A-Z]", word)) and not re.match(r"(?:Mc|Mac|De|Di|Da|Du|La|Le|Van|Von|O)[A-Z]", word)
+        stop = folded in NOT_NAMES or folded in PRODUCT_WORDS or folded in TITLES or eponym or len(folded) < 2 or word in dicom_keywords() or camel
         listed = folded in given or folded in family
         return cls(
             index=index,
             folded=folded,
             stop=stop,
-            capital=word[:1].isupper() and (upper_text or not word.isupper() or len(word) == 1),
+            # capitalised; in mixed-case text acronyms ("MRN", "UIDs", "UUID-derived") are not
+            capital=word[:1].isupper() and (upper_text or not word[1:2].isupper() or len(word) == 1),
             starts=index == 0 or bool(_SENTENCE_START.search(text[max(0, token.start() - 3) : token.start()])),
             given=not stop and folded in given,
             family=not stop and folded in family,
             listed_word=listed and not eponym and len(folded) >= 3,
+            dicom=folded in dicom_words(),
         )
 
 
@@ -961,10 +984,13 @@ class TextScrubber:
                     marked.add(i)
                 elif w.family and any(adjacent(*pair) and words[n].capital and not words[n].stop for n, pair in ((i - 1, (i - 1, i)), (i + 1, (i, i + 1))) if 0 <= n < len(words)):
                     marked.add(i)
-                elif adjacent(i, i + 1) and words[i + 1].capital and not words[i + 1].stop and not words[i + 1].starts:
-                    marked.update((i, i + 1))  # two capitalised words that are not ordinary words
-            elif w.given and adjacent(i, i + 1) and not words[i + 1].capital and not words[i + 1].stop:
-                marked.update((i, i + 1))
+                elif (
+                    adjacent(i, i + 1) and words[i + 1].capital and not words[i + 1].stop and not words[i + 1].starts
+                    and not w.dicom and not words[i + 1].dicom
+                ):
+                    marked.update((i, i + 1))  # two capitalised words that are neither ordinary nor DICOM words
+            elif w.given and adjacent(i, i + 1) and not words[i + 1].capital and words[i + 1].family:
+                marked.update((i, i + 1))  # "maria garcia"
         # relationship and role words before a name, and after it in brackets ("Ana Lima (daughter)")
         for w in words:
             strong = w.folded in STRONG_CUES
@@ -977,7 +1003,7 @@ class TextScrubber:
                 if not (adjacent(position - 1, position) or (not run and re.fullmatch(r"[ \t]*[:,]?[ \t]*", gap))):
                     break
                 candidate = words[position]
-                if candidate.stop and candidate.folded not in PARTICLES:
+                if candidate.stop and candidate.folded not in PARTICLES or candidate.dicom and not (candidate.given or candidate.family):
                     break
                 if (upper_text or not candidate.capital) and not (strong or candidate.given or candidate.family):
                     break
@@ -996,8 +1022,10 @@ class TextScrubber:
                 continue
             listed = any(words[r].given or words[r].family for r in run)
             capitalised = any(words[r].capital for r in run) and not upper_text
-            if (strong and (capitalised or listed or len(run) >= 2)) or (listed or (len(run) >= 2 and capitalised)):
+            if strong and (capitalised or listed or len(run) >= 2):
                 marked.update(run)
+            elif not strong and (capitalised and (listed or len(run) >= 2) or not capitalised and len(run) >= 2 and listed):
+                marked.update(run)  # after "by", "with", "to": "Ana Lima", "Dr-less Okafor", "maria garcia"
         # a listed name that is also a word joins a name found next to it ("Rita Hall", "WILLIAM SMITH")
         grown = True
         while grown:
