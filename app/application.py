@@ -9,6 +9,7 @@ from holoscan.conditions import CountCondition
 from holoscan.core import Application
 
 from app.configuration import ProductConfiguration
+from app.log_privacy import LOG_REDACTOR
 from app.settings import RunSettings
 from operators.biomedclip_inference_operator import BiomedCLIPInferenceOperator
 from operators.dicom_loader_operator import DICOMLoaderOperator
@@ -38,7 +39,10 @@ class BiomedCLIPMapApp(Application):
 
     def compose(self) -> None:
         s, c, model = self.settings, self.configuration, self.analyzer.model
-        loader = DICOMLoaderOperator(self, CountCondition(self, 1), name="dicom_loader", input_path=s.input_path, uid_salt=s.uid_salt)
+        loader = DICOMLoaderOperator(
+            self, CountCondition(self, 1), name="dicom_loader", input_path=s.input_path, uid_salt=s.uid_salt,
+            on_scanned=LOG_REDACTOR.register_studies,
+        )
         selector = SeriesSelectorOperator(self, name="series_selector", rules=c.rules)
         preprocessing = ModalityPreprocessingOperator(self, name="modality_preprocessing", settings=c.preprocessing, mean=model.mean, std=model.std)
         inference = BiomedCLIPInferenceOperator(self, name="biomedclip_inference", analyzer=self.analyzer)

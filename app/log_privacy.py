@@ -1,41 +1,44 @@
 """PHI-free logging: every log line is redacted before it is written, whatever code wrote it.
 
 Log lines identify studies by their salted `ref` (`operators.dicom_input.study_refs`), but messages also
-carry file paths (a skipped file, a pixel-decoding error) and exception texts, and at MONAI
-Deploy Express sites file names are often SOP Instance UIDs while folders exported by viewers
-may carry patient names. `PHISafeFormatter`, installed on the log handlers by
-`app.cli.configure_logging`, rewrites each record's message, exception text and stack before it
-is formatted:
+carry file paths (a skipped file, a pixel-decoding error) and exception texts, and folders
+exported by viewers are often named after the patient ("Kowalczyk-Brennan Theodora 1955-02-14/").
+So the log carries no file name at all, by construction: `PHISafeFormatter`, installed on the log
+handlers by `app.logging_setup.configure_logging`, rewrites each record's message, exception text
+and stack before it is formatted:
 
-- the input folder becomes `<input>`; within a path below it, a file or folder name that is a
-  UID becomes `uid-` + a salted hash (the same 12 hex digits as the study's `st-` ref for a Study
-  Instance UID) and one that holds a known identifier of a study of the run becomes `p-` + a
-  salted hash; the extension is kept (`<input>/uid-3f9c0a12b4de.dcm`);
+- the run's input folder becomes `<input>` (the DICOM node's spool `<spool>`), and every file or
+  folder path below it becomes one salted reference of its whole relative path,
+  `<input>/p-3f9c0a12b4de` (a known extension such as `.dcm` is kept), whatever the names hold
+  (spaces, dates, names nobody has read yet). The reference is HMAC-SHA-256 keyed by the site's
+  salt (`app.uid_salt`): stable across runs with that salt, meaningless without it;
 - any other UID in the text becomes `uid-` + its salted hash (standard DICOM UIDs, such as SOP
   Class and Transfer Syntax UIDs, stay readable: they identify no one);
-- the identifying values of the run's studies (names in all their forms, IDs, accession numbers,
-  dates, phone numbers, addresses; see `operators.phi.phi_text`) become `[NAME]`, `[ID]`, ... tags.
+- as a second layer, the identifying values of the run's studies (registered by the application
+  when the loader's scan ends) and PHI-shaped patterns (dates, phone numbers, e-mail addresses,
+  SSN- and MRN-like numbers, names after a title; `operators.phi.phi_text`) become `[NAME]`, `[ID]`,
+  ... tags. Product code does not rely on this layer: its messages quote no DICOM value.
 
-The loader registers the run's studies with `LOG_REDACTOR` when its scan ends and holds the lines
-the scan logged until then (`scan_logging`), so even a skipped file in a folder named after the
-patient is logged without the name. An administrator finds the file behind a `uid-` or `p-`
-reference with `python -m app.log_privacy locate -i INPUT [-w WORKDIR] REF...`, which hashes the
-names under the input folder with the same salt.
+An administrator finds the file behind a reference with
+`python -m app.log_privacy locate --input INPUT [-w WORKDIR] REF...`, which computes the
+reference of every path under the input folder with the same salt.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
+import hashlib
+import hmac
 import logging
 import os
 import re
 import sys
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from operators.phi.phi_text import StudyIdentifiers, TextScrubber, fold, identifiers_from_headers
+from operators.phi.phi_text import StudyIdentifiers, TextScrubber, identifiers_from_headers
 from operators.dicom_input.study_refs import uid_ref
 
 #: A DICOM UID (or other OID) of at least five components.
@@ -43,88 +46,183 @@ UID_PATTERN = re.compile(r"(?<![\w.])[0-2](?:\.(?:0|[1-9]\d*)){4,}(?![\w]|\.\d)"
 #: UIDs defined by the DICOM standard itself (SOP classes, transfer syntaxes, coding schemes).
 STANDARD_UID_ROOT = "1.2.840.10008."
 INPUT_PLACEHOLDER = "<input>"
+SPOOL_PLACEHOLDER = "<spool>"
+#: Extensions kept visible after a path reference (they say what kind of file it was, nothing else).
+KEPT_EXTENSIONS = frozenset(
+    {".dcm", ".dicom", ".dic", ".ima", ".img", ".json", ".jsonl", ".png", ".jpg", ".jpeg", ".txt", ".xml", ".zip",
+     ".gz", ".tar", ".tgz", ".bin", ".raw", ".tmp", ".part", ".pdf", ".yaml", ".yml"}
+)
+#: What the redactor itself wrote (root placeholders, path, UID and study references) and standard
+#: DICOM UIDs: never scrubbed again (their digits are no identifier).
+_WRITTEN = re.compile(
+    r"<(?:input|spool)>(?:/p-[0-9a-f]{12}(?:\.\w+)?)?|\b(?:uid|st)-[0-9a-f]{12}\b|(?<![\w.])1\.2\.840\.10008(?:\.\d+)+"
+)
 
-_COMPONENT = r"[^\s/\\:;,'\"()<>\[\]]+"
-_EXTENSION = re.compile(r"^(?P<stem>.*?)(?P<ext>(?:\.[A-Za-z][A-Za-z0-9]{0,4})*)$")
+# Where a path quoted in a message certainly ends (a path may contain spaces and commas, so those
+# do not end it): ": " before the reason, a quote, a bracket, a line end, "; ", " (".
+_PATH_END = re.compile(r"""(?::(?=\s|$)|['"`\n\r\t)\]>]|;\s| \(|$)""")
+# Characters after which a path may stop if a shorter prefix is the one that exists on disk.
+_PATH_BREAKS = re.compile(r"(?=[\s,.;:])")
+_SEPARATORS = re.compile(r"[/\\]+")
+
+
+def path_ref(relative: str, salt: str) -> str:
+    """The salted reference of a path below a logged root: `p-` + 12 hex digits of HMAC-SHA-256.
+
+    `relative` is the path below the root, with `/` or `\\` separators (normalised to `/`).
+    """
+    key = "/".join(part for part in _SEPARATORS.split(relative) if part)
+    digest = hmac.new((salt or "unsalted").encode("utf-8"), key.encode("utf-8"), hashlib.sha256).hexdigest()
+    return "p-" + digest[:12]
+
+
+def logged_path(relative: str, salt: str, placeholder: str = INPUT_PLACEHOLDER) -> str:
+    """How a path below a root is written in the log: `<input>/p-<12 hex>`, a known extension kept."""
+    if not _SEPARATORS.sub("", relative):
+        return placeholder
+    suffix = Path(relative.rstrip("/\\")).suffix.lower()
+    return f"{placeholder}/{path_ref(relative, salt)}{suffix if suffix in KEPT_EXTENSIONS else ''}"
+
+
+@dataclass(frozen=True)
+class _Root:
+    forms: tuple[str, ...]  # the folder as it may be written: as given, absolute, resolved
+    placeholder: str
+    disk: Path
+
+
+def _root_forms(root: Path) -> tuple[str, ...]:
+    """The ways a folder may be written in a message: as given, absolute and resolved (longest first)."""
+    forms = {os.path.abspath(root), os.path.realpath(root), str(root)}
+    cleaned = {f.rstrip("/\\") for f in forms}
+    return tuple(sorted((f for f in cleaned if f and f != "."), key=len, reverse=True))
+
+
+def _form_pattern(form: str) -> str:
+    """A folder as matched in text; a one-word relative folder ("in") only when a path follows it."""
+    after = r"(?=[/\\])" if not re.search(r"[/\\]", form) else r"(?=[/\\]|[^\w.\-]|$)"
+    return re.escape(form) + after
 
 
 class LogRedactor:
-    """Redacts input paths, UIDs and the run's known identifiers from log text (thread-safe)."""
+    """Replaces paths below the logged roots, UIDs and identifiers in log text (thread-safe)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.salt = ""
-        self._roots: list[str] = []
-        self._root_pattern: re.Pattern[str] | None = None
+        self._input: _Root | None = None
+        self._others: dict[str, _Root] = {}
+        self._pattern: re.Pattern[str] | None = None
+        self._by_form: dict[str, _Root] = {}
+        self._scrubber = TextScrubber()
         self._identifiers = StudyIdentifiers()
-        self._scrubber: TextScrubber | None = None
-        self._name_words: frozenset[str] = frozenset()
 
     # ------------------------------------------------------------------ configuration
 
     def start_run(self, input_root: Path | str, salt: str) -> None:
-        """Begin a run: its input folder, its salt; the previous run's identifiers are forgotten."""
-        root = Path(input_root)
-        roots = {str(root), os.path.abspath(root), os.path.realpath(root)}
-        roots = sorted((r.rstrip("/\\") for r in roots if r.rstrip("/\\")), key=len, reverse=True)
-        pattern = re.compile("(?:" + "|".join(re.escape(r) for r in roots) + rf")(?P<rest>(?:[/\\]{_COMPONENT})*)[/\\]?")
+        """Begin a run: its input folder and salt; the previous run's input and identifiers are forgotten."""
         with self._lock:
             self.salt = salt
-            self._roots = roots
-            self._root_pattern = pattern
+            root = Path(input_root)
+            self._input = _Root(_root_forms(root), INPUT_PLACEHOLDER, root)
             self._identifiers = StudyIdentifiers()
-            self._scrubber = None
-            self._name_words = frozenset()
+            self._scrubber = TextScrubber()
+            self._compile()
+
+    def add_root(self, root: Path | str, placeholder: str, salt: str) -> None:
+        """Also write paths below `root` (e.g. the node's spool) as `placeholder/p-...` references."""
+        with self._lock:
+            self.salt = salt
+            folder = Path(root)
+            self._others[placeholder] = _Root(_root_forms(folder), placeholder, folder)
+            self._compile()
+
+    def _compile(self) -> None:
+        roots = [r for r in (self._input, *self._others.values()) if r is not None]
+        self._by_form = {form: root for root in reversed(roots) for form in root.forms}
+        forms = sorted(self._by_form, key=len, reverse=True)
+        self._pattern = (
+            re.compile(r"(?<![\w.\-])(?:" + "|".join(_form_pattern(f) for f in forms) + ")")
+            if forms else None
+        )
 
     def register_studies(self, studies: Iterable) -> None:
-        """Add the identifying values of these studies (`StudyHeader`s) to what is redacted."""
+        """Add the identifying values of these studies (`StudyHeader`s) to the second layer."""
         identifiers = StudyIdentifiers()
         identifiers.merge(self._identifiers)
         for study in studies:
             identifiers.merge(identifiers_from_headers([study.header, *(s.header for s in study.series)]))
-        scrubber = TextScrubber(identifiers, patterns=False) if identifiers else None
-        words = frozenset(w for person in identifiers.names for w in person.words if len(w) >= 3)
+        scrubber = TextScrubber(identifiers)
         with self._lock:
-            self._identifiers, self._scrubber, self._name_words = identifiers, scrubber, words
+            self._identifiers, self._scrubber = identifiers, scrubber
 
     # ------------------------------------------------------------------ redaction
 
-    def _ref(self, value: str, prefix: str) -> str:
-        return uid_ref(value, self.salt or "unsalted", prefix=prefix)
+    def _path_end(self, text: str, start: int, root: _Root) -> int:
+        """Where the path that starts at `start` (its first separator, just after a root) ends in `text`.
 
-    def component(self, name: str, scrubber: TextScrubber | None = None, words: frozenset[str] = frozenset()) -> str:
-        """A file or folder name as logged: UID-shaped or holding a known identifier → salted ref."""
-        parts = _EXTENSION.match(name)
-        stem, ext = (parts.group("stem"), parts.group("ext")) if parts and parts.group("stem") else (name, "")
-        if UID_PATTERN.fullmatch(stem) and not stem.startswith(STANDARD_UID_ROOT):
-            return self._ref(stem, "uid") + ext
-        tokens = {fold(t) for t in re.findall(r"[^\W_]+", name)}
-        if tokens & words or (scrubber is not None and scrubber.scrub(name).total):
-            return self._ref(name, "p") + ext
-        return name
+        A path may hold spaces and commas, so it runs to where a path certainly ends (`_PATH_END`),
+        unless a shorter prefix is what exists on disk ("x.dcm, y.dcm"). When nothing exists (a file
+        removed meanwhile), the longer reading is taken: it may swallow words, never leak a name.
+        """
+        found = _PATH_END.search(text, start)
+        end = found.start() if found else len(text)
+        while end > start and text[end - 1] in " .,;":
+            end -= 1
+        if os.path.lexists(str(root.disk) + text[start:end]):
+            return end
+        for candidate in sorted((m.start() for m in _PATH_BREAKS.finditer(text, start + 1, end)), reverse=True):
+            if os.path.lexists(str(root.disk) + text[start:candidate]):
+                return candidate
+        return end
 
-    def _path(self, match: re.Match[str], scrubber: TextScrubber | None, words: frozenset[str]) -> str:
-        rest = match.group("rest")
-        parts = [p for p in re.split(r"[/\\]", rest) if p]
-        return "/".join([INPUT_PLACEHOLDER, *(self.component(p, scrubber, words) for p in parts)])
+    def _paths(self, text: str) -> str:
+        pattern = self._pattern
+        if pattern is None:
+            return text
+        pieces: list[str] = []
+        position = 0
+        for match in pattern.finditer(text):
+            if match.start() < position:
+                continue
+            root = self._by_form[match.group()]
+            end = match.end()
+            if end < len(text) and text[end] in "/\\":
+                end = self._path_end(text, end, root)
+            relative = text[match.end() : end]
+            pieces.append(text[position : match.start()])
+            pieces.append(logged_path(relative, self.salt, root.placeholder))
+            position = end
+        pieces.append(text[position:])
+        return "".join(pieces)
 
     def redact(self, text: str) -> str:
-        """`text` with input paths, non-standard UIDs and the run's identifiers replaced."""
+        """`text` with paths below the roots, non-standard UIDs and identifiers replaced."""
         if not text:
             return text
         with self._lock:
-            pattern, scrubber, words = self._root_pattern, self._scrubber, self._name_words
-        if pattern is not None:
-            text = pattern.sub(lambda m: self._path(m, scrubber, words), text)
+            scrubber = self._scrubber
+            text = self._paths(text)
         text = UID_PATTERN.sub(
-            lambda m: m.group() if m.group().startswith(STANDARD_UID_ROOT) else self._ref(m.group(), "uid"), text
+            lambda m: m.group() if m.group().startswith(STANDARD_UID_ROOT) else uid_ref(m.group(), self.salt or "unsalted", prefix="uid"),
+            text,
         )
-        if scrubber is not None:
-            text = scrubber.scrub(text).text
-        return text
+        return _scrub_around_refs(text, scrubber)
 
 
-#: The process's redactor; the loader configures it for each run.
+def _scrub_around_refs(text: str, scrubber: TextScrubber) -> str:
+    """`text` scrubbed, except for the references already in it (their hex digits are not IDs)."""
+    pieces: list[str] = []
+    position = 0
+    for match in _WRITTEN.finditer(text):
+        pieces.append(scrubber.scrub(text[position : match.start()]).text)
+        pieces.append(match.group())
+        position = match.end()
+    pieces.append(scrubber.scrub(text[position:]).text)
+    return "".join(pieces)
+
+
+#: The process's redactor; the application starts it for each run (`app.run`), the node adds its spool.
 LOG_REDACTOR = LogRedactor()
 
 
@@ -155,75 +253,53 @@ def install(handlers: Sequence[logging.Handler], fmt: str) -> None:
     logging.captureWarnings(True)  # warnings (pydicom, highdicom) can quote header values
 
 
-class _Hold(logging.Filter):
-    def __init__(self, handler: logging.Handler, held: list):
-        super().__init__()
-        self.handler, self.held = handler, held
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        self.held.append((self.handler, record))
-        return False
-
-
-@contextlib.contextmanager
-def scan_logging(input_root: Path | str, salt: str) -> Iterator[Callable[[Iterable], None]]:
-    """Start a run's redaction and hold log lines until the scan's studies are registered.
-
-    Use as ``with scan_logging(root, salt) as register: studies = scan(...); register(studies)``.
-    The held lines are written when the block ends (also if it raises), after registration.
-    """
-    LOG_REDACTOR.start_run(input_root, salt)
-    held: list = []
-    handlers = list(logging.getLogger().handlers)
-    holds = [_Hold(handler, held) for handler in handlers]
-    for hold in holds:
-        hold.handler.addFilter(hold)
-    try:
-        yield LOG_REDACTOR.register_studies
-    finally:
-        for hold in holds:
-            hold.handler.removeFilter(hold)
-        for handler, record in held:
-            handler.handle(record)
-
-
 # --------------------------------------------------------------------------- administrators
 
 
 def locate(input_root: Path, refs: Iterable[str], salt: str) -> dict[str, list[Path]]:
-    """The files under `input_root` whose logged path holds each `uid-`/`p-` reference."""
-    wanted = set(refs)
+    """The files and folders under `input_root` whose logged reference is one of `refs`.
+
+    Every path under the folder is hashed with `salt` exactly as the log formatter does
+    (`path_ref` of its path relative to the folder); references may be given with their extension.
+    """
+    wanted = {_bare_ref(ref) for ref in refs}
     found: dict[str, list[Path]] = {ref: [] for ref in wanted}
-    redactor = LogRedactor()
-    redactor.salt = salt
-    for folder, dirs, files in os.walk(input_root):
+    root = Path(input_root)
+    for folder, dirs, files in os.walk(root):
         for name in [*dirs, *files]:
             path = Path(folder, name)
-            parts = _EXTENSION.match(name)
-            stem = parts.group("stem") if parts and parts.group("stem") else name
-            candidates = {redactor._ref(name, "p"), redactor._ref(stem, "uid") if UID_PATTERN.fullmatch(stem) else ""}
-            for ref in candidates & wanted:
+            ref = path_ref(path.relative_to(root).as_posix(), salt)
+            if ref in wanted:
                 found[ref].append(path)
     return found
 
 
+def _bare_ref(text: str) -> str:
+    """`p-3f9c0a12b4de` from a reference as logged (`<input>/p-3f9c0a12b4de.dcm`, or bare)."""
+    match = re.search(r"p-[0-9a-f]{12}", text)
+    return match.group() if match else text
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m app.log_privacy locate -i INPUT [-w WORKDIR] REF...`: which file a log line meant."""
+    """`python -m app.log_privacy locate --input FOLDER [-w WORKDIR] REF...`: which file a log line meant."""
     from app.uid_salt import UidSaltError, resolve_uid_salt
 
-    parser = argparse.ArgumentParser(prog="python -m app.log_privacy", description="find the input file behind a uid-/p- reference in the logs")
+    parser = argparse.ArgumentParser(prog="python -m app.log_privacy", description="find the file behind a p- reference in the logs")
     commands = parser.add_subparsers(dest="command", required=True)
-    find = commands.add_parser("locate", help="print the input files whose path holds the references")
-    find.add_argument("-i", "--input", required=True, help="the input folder of the run that logged the references")
+    find = commands.add_parser("locate", help="print the files and folders whose logged reference is given")
+    find.add_argument("-i", "--input", required=True, help="the folder the references are below: the run's input folder (<input>) or the node's spool (<spool>)")
     find.add_argument("-w", "--workdir", help="the run's work folder (holds the installation salt unless BIOMEDCLIP_MAP_UID_SALT is set)")
-    find.add_argument("refs", nargs="+", help="references as logged, e.g. uid-3f9c0a12b4de (the extension may be left on)")
+    find.add_argument("refs", nargs="+", help="references as logged, e.g. p-3f9c0a12b4de or <input>/p-3f9c0a12b4de.dcm")
     args = parser.parse_args(argv)
+    if not Path(args.input).is_dir():
+        print(f"error: {args.input} is not a folder; give the input folder of the run (or the node's spool)", file=sys.stderr)
+        return 2
     try:
         salt = resolve_uid_salt(args.workdir)
     except UidSaltError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    refs = [re.match(r"(?:uid|p)-[0-9a-f]+", r).group() if re.match(r"(?:uid|p)-[0-9a-f]+", r) else r for r in args.refs]
+    refs = [_bare_ref(ref) for ref in args.refs]
     found = locate(Path(args.input), refs, salt)
     missing = 0
     for ref in refs:

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 
 from app.configuration import ProductConfiguration, load_product_configuration
+from app.log_privacy import LOG_REDACTOR
 from app.settings import RunSettings, SettingsError
 from common.configuration import ConfigurationError
 from operators.messages import OutcomeStatus, RunResults, StudyOutcome
@@ -78,6 +79,8 @@ def run(
     from operators.outputs.audit import AuditWriteError
 
     started = time.perf_counter()
+    # From here on, every path below the input folder is logged as a salted reference.
+    LOG_REDACTOR.start_run(settings.input_path, settings.uid_salt)
     try:
         prepare_run_records(settings)
         configuration = configuration or configuration_of(settings)

@@ -22,6 +22,8 @@ from pydicom.data import get_testdata_file
 from pydicom.encaps import encapsulate
 from pydicom.uid import JPEGBaseline8Bit
 
+from app.log_privacy import path_ref
+from app.uid_salt import resolve_uid_salt
 from app.cli import EXIT_CANNOT_START, EXIT_OK, EXIT_STUDY_FAILED, map_main
 from app.sample_studies import build_sample_studies
 from operators.sr.sr_readback import read_findings
@@ -160,8 +162,11 @@ def test_bad_files_are_skipped_with_one_line_each_and_the_study_still_reported(t
     log = capsys.readouterr().err
     assert code == EXIT_OK
     assert len(list((tmp_path / "out").glob("SR-*.dcm"))) == 1
+    salt = resolve_uid_salt(work_dir)
     for name in ["empty.dcm", "random.dcm", "truncated.dcm", "plan.dcm", "DICOMDIR", "good.dcm.json"]:
-        lines = [line for line in log.splitlines() if name in line and "skip" in line.lower()]
+        # the log names each file by its salted reference only (app.log_privacy)
+        assert f"{name}:" not in log and f"/{name}" not in log
+        lines = [line for line in log.splitlines() if path_ref(name, salt) in line and "skip" in line.lower()]
         assert len(lines) == 1, f"expected one skip line naming {name}, got {lines}"
     assert tree_digest(inp) == before
 
@@ -202,7 +207,7 @@ def test_an_undecodable_image_is_nothing_to_analyse_not_a_failure(tmp_path, tiny
     log = capsys.readouterr().err
     assert code == EXIT_OK, "unusable data is a stated reason, not an internal failure"
     assert len(list((tmp_path / "out").glob("SR-*.dcm"))) == 1, "the good study is reported"
-    assert "photo.dcm" in log and "could not be decoded" in log
+    assert path_ref("photo.dcm", resolve_uid_salt(work_dir)) in log and "could not be decoded" in log
     assert "nothing to analyse" in log and "Traceback" not in log
 
 

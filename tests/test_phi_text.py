@@ -1,18 +1,13 @@
-"""The free-text scrubber, the clinical-context line, PHI-free logging and the installation salt."""
+"""The free-text scrubber, the clinical-context line and the installation salt (logging: test_log_privacy)."""
 
 from __future__ import annotations
-
-import logging
-from pathlib import Path
 
 import pytest
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from app.log_privacy import LogRedactor, PHISafeFormatter, locate
 from app.uid_salt import installation_salt, resolve_uid_salt
 from operators.phi.clinical_context import LINE_LIMIT, shorten
-from operators.messages import SeriesHeader, StudyHeader
 from operators.phi.phi_text import TextScrubber, dates_in, identifiers_from_header
 
 
@@ -140,57 +135,7 @@ def test_shorten_never_cuts_inside_a_tag():
     assert len(shorten("x " * 1000, LINE_LIMIT)) <= LINE_LIMIT
 
 
-# --------------------------------------------------------------------------- logging
-
-
-def study(tmp_path: Path) -> StudyHeader:
-    ds = header(PatientName="Zqfamily^Zqgiven", PatientID="ZQ7788123", PatientBirthDate="19230417", StudyInstanceUID="1.2.826.0.1.3680043.10.99.1")
-    return StudyHeader(study_instance_uid=ds.StudyInstanceUID, ref="st-x", header=ds, series=[SeriesHeader("1.2.3.4.5.6", ds)])
-
-
-def test_log_redactor_replaces_input_paths_uids_and_identifiers(tmp_path):
-    root = tmp_path / "in"
-    redactor = LogRedactor()
-    redactor.start_run(root, "salt-for-tests")
-    redactor.register_studies([study(tmp_path)])
-    line = (
-        f"Skipped {root}/Zqfamily_Zqgiven/1.2.826.0.1.3680043.10.99.7.dcm: DICOM header cannot be read; "
-        f"patient Zqgiven Zqfamily ZQ7788123 born 1923-04-17, study 1.2.826.0.1.3680043.10.99.1, "
-        "class 1.2.840.10008.5.1.4.1.1.2, file good.dcm"
-    )
-    out = redactor.redact(line)
-    for leaked in (str(root), "Zqfamily", "Zqgiven", "ZQ7788123", "1923", "1.2.826.0.1.3680043.10.99"):
-        assert leaked not in out, (leaked, out)
-    assert out.startswith("Skipped <input>/p-") and ".dcm: DICOM header" in out
-    assert "1.2.840.10008.5.1.4.1.1.2" in out, "standard UIDs stay readable"
-    assert "good.dcm" in out
-    # the study UID's reference has the same digits as the study's ref
-    from operators.dicom_input.study_refs import study_ref
-
-    assert "uid-" + study_ref("1.2.826.0.1.3680043.10.99.1", "salt-for-tests")[3:] in out
-
-
-def test_formatter_redacts_exception_text_and_locate_finds_the_file(tmp_path):
-    root = tmp_path / "in"
-    folder = root / "Zqfamily_Zqgiven"
-    folder.mkdir(parents=True)
-    target = folder / "1.2.826.0.1.3680043.10.99.7.dcm"
-    target.write_bytes(b"x")
-    redactor = LogRedactor()
-    redactor.start_run(root, "salt-for-tests")
-    redactor.register_studies([study(tmp_path)])
-    formatter = PHISafeFormatter("%(message)s", redactor=redactor)
-    try:
-        raise ValueError(f"{target}: cannot decode for patient Zqfamily")
-    except ValueError:
-        import sys
-
-        record = logging.LogRecord("t", logging.ERROR, __file__, 1, "failed: %s", (str(target),), sys.exc_info())
-    text = formatter.format(record)
-    assert "Zqfamily" not in text and "1.2.826.0.1.3680043" not in text and "Traceback" in text
-    refs = [part.split(".dcm")[0] for part in text.split("/") if part.startswith(("uid-", "p-"))]
-    found = locate(root, refs, "salt-for-tests")
-    assert any(target in paths for paths in found.values()) and any(folder in paths for paths in found.values())
+# --------------------------------------------------------------------------- salt
 
 
 def test_installation_salt_is_random_persistent_and_private(tmp_path, monkeypatch):
@@ -201,3 +146,74 @@ def test_installation_salt_is_random_persistent_and_private(tmp_path, monkeypatc
     assert (tmp_path / "a" / "uid-salt").stat().st_mode & 0o077 == 0
     monkeypatch.setenv("BIOMEDCLIP_MAP_UID_SALT", "site-secret")
     assert resolve_uid_salt(tmp_path / "a") == "site-secret"
+
+
+# --------------------------------------------------------------------------- free text the header does not list
+
+
+@pytest.mark.parametrize(
+    ("text", "gone", "kept"),
+    [
+        ("Mother Kessandra Ulbright present.", ("Kessandra", "Ulbright"), ("Mother", "present")),
+        ("Discussed with Ana Lima on the phone.", ("Ana", "Lima"), ("Discussed with", "on the phone")),
+        ("Refik Zorlu (daughter) will bring her in.", ("Refik", "Zorlu"), ("(daughter) will bring her in",)),
+        ("spoke to maria garcia about the dressing", ("maria", "garcia"), ("spoke to", "about the dressing")),
+        ("Seen by Dr. Okonkwo-Bell in clinic.", ("Okonkwo",), ("Seen by Dr.", "in clinic")),
+    ],
+)
+def test_names_in_no_header(text, gone, kept):
+    out = TextScrubber().scrub(text).text
+    assert "[NAME]" in out and not any(g in out for g in gone) and all(k in out for k in kept), out
+
+
+def test_the_patients_common_word_surname_stays_a_word_across_a_sentence_end():
+    assert scrub("no renal stone. Faith Stone", PatientName="Stone^Faith") == "no renal stone. [NAME]"
+    assert scrub("Small stone in the left kidney; Faith Stone seen.", PatientName="Stone^Faith") == (
+        "Small stone in the left kidney; [NAME] seen."
+    )
+
+
+def test_laterality_is_never_an_initial():
+    assert scrub("STONE FAITH L HAND", PatientName="Stone^Faith") == "[NAME] L HAND"
+    assert scrub("XR R HAND for Faith Stone", PatientName="Stone^Faith") == "XR R HAND for [NAME]"
+    assert scrub("Burn to the L HAND, dorsum.", PatientName="Hand^Hope") == "Burn to the L HAND, dorsum."
+
+
+def test_the_patients_name_next_to_a_common_word():
+    assert scrub("Wound photo Rose Oyelaran", PatientName="Oyelaran^Rose") == "Wound photo [NAME]"
+    assert scrub("Photograph of the right hand of Page taken in clinic.", PatientName="Page^Rose") == (
+        "Photograph of the right hand of [NAME] taken in clinic."
+    )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "No renal stone. White matter hyperintensities. Bell's palsy excluded. Baker's cyst behind the right knee.",
+        "XR RIGHT HAND BURN. L KNEE XR AP AND LATERAL. Burn to left and right palms, 1% TBSA.",
+        "Known Parkinson's disease, Graves disease on carbimazole; Wood's lamp examination negative.",
+        "Hill-Sachs lesion. Mass effect on the left lateral ventricle. May need grafting. Will review in clinic.",
+        "Transferred to the hospital by ambulance; seen in the burns clinic; ward round done.",
+        "BP 120/80, EF 55%, 3.2 x 4.1 cm, 2 views, 6/10 at rest, 12.5 mGy, since 2019, at 08:00.",
+    ],
+)
+def test_clinical_words_eponyms_and_laterality_are_kept(text):
+    result = TextScrubber(identifiers_from_header(header(PatientName="Stone^Faith"))).scrub(text)
+    assert result.text == text and result.total == 0, result.text
+
+
+@pytest.mark.parametrize(
+    ("text", "tag"),
+    [
+        ("call +44 113 496 0806 ext. 12", "[PHONE]"), ("call 001-477-683-5337x40681", "[PHONE]"), ("tel (08063) 60837", "[PHONE]"),
+        ("call +33 2 41 50 00 80", "[PHONE]"), ("SSN 123 45 6789 on file", "[ID]"),
+        ("lives at 391 Johnson Burg Apt. 636, New Jeffreymouth, NM 72965", "[ADDRESS]"),
+        ("fell outside Agnes-Wesack-Straße 26, 39150 Auerbach", "[ADDRESS]"), ("from 23, rue Victoire Perrier, 55722 Sainte René", "[ADDRESS]"),
+        ("at Viale Sermonti, 13", "[ADDRESS]"), ("from 16315 Bradley Walk", "[ADDRESS]"),
+        ("transferred from Riverton General Hospital", "[INSTITUTION]"), ("films from Klinikum Auerbach", "[INSTITUTION]"),
+        ("referred from St. Mary's Hospital", "[INSTITUTION]"), ("follow-up at Taylor Clinic", "[INSTITUTION]"),
+    ],
+)
+def test_phones_ssns_addresses_and_institutions_in_no_header(text, tag):
+    out = TextScrubber().scrub(text).text
+    assert tag in out and not any(ch.isdigit() for ch in out), out

@@ -22,6 +22,7 @@ import threading
 import time
 from pathlib import Path
 
+from app.log_privacy import LOG_REDACTOR, SPOOL_PLACEHOLDER
 from app.node.config import NodeConfig
 from app.node.delivery import DeliveryWorker
 from app.node.destinations import DestinationUnreachable, make_destination
@@ -68,6 +69,8 @@ class DicomNode:
         try:
             self.layout.create()
             self.salt = c.uid_salt
+            # every path below the spool is logged as a salted reference (`<spool>/p-...`)
+            LOG_REDACTOR.add_root(self.layout.root, SPOOL_PLACEHOLDER, self.salt)
             self.quota = SpoolQuota(self.layout.root, max_bytes=c.spool.max_bytes, min_free_bytes=c.spool.min_free_bytes)
         except (SpoolError, UidSaltError) as exc:
             raise NodeStartError(str(exc)) from exc

@@ -181,7 +181,8 @@ def read_instance_header(path: Path) -> InstanceHeader:
                 "not a DICOM Part 10 file (no 'DICM' prefix after the 128-byte preamble)"
             ) from None
         except (EOFError, OSError, ValueError, struct.error, zlib.error) as exc:
-            raise NotAnalysable(f"DICOM header cannot be read ({type(exc).__name__}: {exc})") from exc
+            # the parser's message may quote the bytes it choked on (header values): only its type is said
+            raise NotAnalysable(f"DICOM header cannot be read ({type(exc).__name__})") from exc
         repair_undeclared_utf8(header)
         try:
             instance = _checked_instance(path, fp, size, header)
@@ -492,7 +493,7 @@ def scan_input(root: Path, *, salt: str) -> ScanResult:
             skip(entry, reason)
             continue
         except Exception as exc:  # pydicom raises many types on malformed files; one file must not stop the scan
-            skip(entry, f"DICOM header cannot be read ({type(exc).__name__}: {exc})")
+            skip(entry, f"DICOM header cannot be read ({type(exc).__name__})")  # its message may quote values
             continue
         note_instance(read.header)
         sop_uid = read.instance.sop_instance_uid

@@ -11,16 +11,22 @@ through a `TextScrubber`, which works in two layers:
    the ideographic and phonetic groups), the patient ID and every other ID-like attribute, the
    accession number, every date in common written formats, phone numbers, institution names,
    addresses and e-mail addresses.
-2. **Patterns** for what the header does not list: dates, phone numbers, e-mail addresses,
-   SSN-like and MRN-like identifiers, street addresses and postcodes, ages over 89, URLs, IP
-   addresses and names introduced by a title ("Dr Smith").
+2. **Patterns** for what the header does not list: dates, phone numbers of any country (prefixes,
+   extensions), e-mail addresses, SSN-like and MRN-like identifiers, street addresses (many street
+   suffixes and languages, postcodes, towns), hospital and clinic names, ages over 89, URLs, IP
+   addresses, and names: after a title ("Dr Smith"), after a relationship or role word ("Mother
+   Kessandra Ulbright"), known given names and surnames (`operators.phi.phi_names`) written as names,
+   and two capitalised words in a row that are not ordinary or clinical words (`NOT_NAMES`).
 
 Each redacted span is replaced by a tag naming its category (`[NAME]`, `[ID]`, `[DATE]`, ...),
 and the scrubber counts redactions per category (for the audit trail; never the values).
 
 Names that are also ordinary or clinical words ("Hope Mass", "Burn") are redacted wherever they
 stand in a name context (next to another part of the study's names, after a title, after "seen
-by") but not when they are used as words ("no mass seen", "Burn of a special area"). Every pattern is a
+by", capitalised inside a sentence) but not when they are used as words ("no mass seen", "Burn of
+a special area", "no renal stone. Faith Stone"); sides (L, R, left, right) and body parts are never
+taken for initials or names ("STONE FAITH L HAND"). `bench/phi.py` measures recall and precision on
+a generated corpus the rules were not written from (README, "Patient privacy"). Every pattern is a
 linear-time regular expression and name matching is a dictionary look-up per word, so a
 megabyte of text is scrubbed in well under a few seconds.
 """
@@ -38,6 +44,8 @@ from datetime import date
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.valuerep import PersonName
+
+from operators.phi.phi_names import given_names, surnames
 
 NAME = "NAME"
 ID = "ID"
@@ -98,8 +106,86 @@ COMMON_WORDS = frozenset(
     """.split()
 )
 
+#: Words that are not names wherever they stand: function words, words notes put next to names,
+#: and clinical vocabulary that may be capitalised (headings, the start of a sentence, capitals).
+NOT_NAMES = COMMON_WORDS | frozenset(
+    """
+    i me my we our you your he him his she her hers they them their it its this that these those who whom whose which what
+    when where why how all any some each every both either neither other another such same own very too also just only
+    again please here there today tonight yesterday tomorrow now then soon later already still yet ever never always
+    has have had having do does did done is am are was were been being will would shall should can could may might must
+    not nor but if so than because while until unless although though since about above below under over into onto upon
+    out off up down across along around behind beside besides between beyond near through throughout toward towards within
+    without via per pro re vs versus etc ie eg
+    says said say states stated reports reported report asks asked ask tells told informed aware agrees agreed consented
+    present visiting visited called calls phoned rang spoke discussed reviewed seen saw seeing examined noted confirmed
+    found brought bring brings came come comes went goes gone lives lived living stays stayed works worked needs wants
+    staff nurse nurses doctor doctors team unit units clinic clinics ward wards theatre theater department dept service
+    services family relative relatives friend friends husband wife son daughter mother father brother sister partner
+    parents parent child children carer carers guardian neighbour neighbor kin visitor visitors
+    mon monday tue tuesday wed wednesday thu thursday fri friday sat saturday sun sunday
+    january february march april june july august september october november december jan feb mar apr jun jul aug sep sept oct nov dec
+    burn burns scald scalds wound wounds graft grafts grafting dressing dressings eschar blister blisters erythema oedema
+    thickness partial full superficial deep dermal epidermal flame contact chemical electrical friction flash
+    xr ct mri mr us pet cr dx xa nm ecg ekg ap pa lat ax cor sag views view ct-scan radiograph radiographs xray x-ray
+    hand hands palm palms finger fingers thumb wrist wrists forearm forearms elbow arm arms shoulder foot feet toe toes
+    ankle knee knees leg legs thigh thighs hip hips chest abdomen abdominal back face neck scalp head ear ears eye eyes lip
+    lips trunk perineum groin buttock buttocks kidney kidneys renal liver lung lungs heart brain spine pelvis skull bone
+    lens iris retina cornea pupil sclera optic disc
+    left right bilateral lateral medial proximal distal anterior posterior dorsal ventral volar plantar upper lower
+    patient patients pt pts history hx exam examination impression findings finding comparison technique indication
+    clinical request requested reason study series image images scan scans photo photograph photographs picture
+    disease syndrome sign palsy cyst lamp lesion score scale criteria classification law test reflex node nodes
+    day days week weeks month months year years hour hours minute minutes morning evening night afternoon
+    mild moderate severe acute chronic stable unchanged improved improving worse worsening healed healing
+    plan review follow followup follow-up discharge admission admitted transfer transferred referral referred
+    yes no none nil nothing normal abnormal negative positive unremarkable likely possible probable suspected query
+    known new old prior previous current recent first second third last next
+    """.split()
+)
+
+@functools.lru_cache(maxsize=1)
+def dicom_words() -> frozenset[str]:
+    """Folded words of DICOM attribute names (pydicom's data dictionary): "Photometric Interpretation",
+    "Float Pixel Data", "Window Center" are the product's own wording, never two names in a row."""
+    from pydicom.datadict import DicomDictionary
+
+    return frozenset(fold(word) for entry in DicomDictionary.values() for word in re.findall(r"[A-Za-z]{2,}", entry[2]))
+
+
+@functools.lru_cache(maxsize=1)
+def dicom_keywords() -> frozenset[str]:
+    """DICOM attribute keywords ("BodyPartExamined"): never a name."""
+    from pydicom.datadict import keyword_dict
+
+    return frozenset(keyword_dict)
+
+
+#: Words after which the next words are a person's name ("Mother Kessandra Ulbright", "seen by Ana Lima").
+STRONG_CUES = frozenset(
+    """
+    mother mum mom mam father dad son daughter wife husband partner spouse fiance fiancee boyfriend girlfriend sister brother
+    aunt uncle niece nephew cousin grandmother grandma granny grandfather grandpa grandson granddaughter stepmother
+    stepfather guardian carer caregiver friend neighbour neighbor colleague flatmate roommate
+    physiotherapist physio radiographer sonographer consultant registrar surgeon physician radiologist dermatologist
+    """.split()
+)
+#: The product's and its platform's own names, which its texts use: never a person.
+PRODUCT_WORDS = frozenset("monai deploy express holoscan biomedclip triton pacs orthanc dicom dicomweb".split())
+#: Words after which capitalised words are a name only with more evidence (two of them, or a known name).
+WEAK_CUES = frozenset({"by", "with", "to", "per", "cc", "dear", "attn", "and", "contact", "informed", "told", "called", "kin"})
+#: Words after a capitalised word that make it an eponym, not a person ("Bell's palsy", "Graves disease").
+_EPONYM_AFTER = re.compile(
+    r"^(?:['’]s)?[\s-]+(?:disease|syndrome|sign|palsy|cyst|lamp|lesion|score|scale|criteria|classification|law|test|reflex"
+    r"|node|nodes|fracture|formula|chart|rule|manoeuvre|maneuver|procedure|operation|flap|incision|phenomenon|triad)\b",
+    re.IGNORECASE,
+)
+_NAME_TOKEN = re.compile(r"[^\W\d_](?:[^\W\d_]|['’](?=[^\W\d_])|-(?=[^\W\d_]))*")
+_SENTENCE_START = re.compile(r"(?:^|[.!?:;\n(\[\"]\s*)$")
+
+
 #: Words after which a capitalised word is a person ("referred by Hope", "Dear Brown").
-_NAME_LEADS = frozenset({"by", "per", "cc", "dear", "attn"})
+_NAME_LEADS = frozenset({"by", "per", "cc", "dear", "attn", "pt", "patient"})
 _WORD = re.compile(r"[^\W_]+")
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff66-\uff9f]")
 _NAME_GLUE = re.compile(r"^[\s,^'’.\-]*$")
@@ -348,11 +434,151 @@ _PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     (ID, re.compile(r"(?<![\w.])\d{6,}(?![\w]|\.\d)")),
     (ID, re.compile(r"(?<![\w.])(?=[A-Za-z0-9-]*\d{5})[A-Za-z]{1,5}-?\d{5,}[A-Za-z]{0,3}(?![\w])")),
     (ID, re.compile(r"(?<![\w.])\d{5,}[A-Za-z]{1,3}(?![\w])")),
+    (ID, re.compile(r"(?<![\d.,])\d{3}[ \u2013\u2014-]\d{2}[ \u2013\u2014-]\d{4}(?![\d.,])")),  # SSN with spaces or dashes
+    (ID, re.compile(r"(?i)\bSSN\b\s*[:#]?\s*(\d{9})\b")),
+]
+
+# A phone number of any country: digit groups with separators, an optional +/00 prefix, an optional
+# extension. Checked in `_phone_spans` (7 to 15 digits, not a date or a measurement).
+_PHONE_SHAPE = re.compile(
+    r"(?<![\w+/.,-])(?:\+\s?|00)?\(?\d[\d\s().\-/]{4,20}\d(?:\s*\(?(?i:x|ext\.?|extension|#)\s*\d{1,6}\)?)?(?![\w/]|[.,]\d)"
+)
+_SSN_SHAPE = re.compile(r"\d{3}[ \u2013\u2014-]\d{2}[ \u2013\u2014-]\d{4}")
+_PHONE_EXTENSION = re.compile(r"(?i)(?:x|ext\.?|extension|#)\s*\d{1,6}\)?$")
+
+# Street words that end a street name, from the USPS list of standard suffixes and the common
+# British and Irish ones (PS28 Appendix C1, written out and abbreviated).
+STREET_SUFFIXES = (
+    "Alley Aly Annex Anx Arcade Arc Avenue Ave Av Bayou Byu Beach Bch Bend Bnd Bluff Blf Bluffs Blfs Bottom Btm Boulevard Blvd "
+    "Branch Br Bridge Brg Brook Brk Brooks Brks Burg Bg Burgs Bgs Bypass Byp Camp Cp Canyon Cyn Cape Cpe Causeway Cswy "
+    "Center Ctr Centre Centers Ctrs Circle Cir Circles Cirs Cliff Clf Cliffs Clfs Close Club Clb Common Cmn Commons Cmns "
+    "Corner Cor Corners Cors Course Crse Court Ct Courts Cts Cove Cv Coves Cvs Creek Crk Crescent Cres Crest Crst Crossing "
+    "Xing Crossroad Xrd Crossroads Xrds Curve Curv Dale Dl Dam Dm Divide Dv Drive Dr Drives Drs Estate Est Estates Ests "
+    "Expressway Expy Extension Ext Extensions Exts Falls Fls Fall Ferry Fry Field Fld Fields Flds Flat Flt Flats Flts Ford "
+    "Frd Fords Frds Forest Frst Forge Frg Forges Frgs Fork Frk Forks Frks Fort Ft Freeway Fwy Garden Gdn Gardens Gdns "
+    "Gateway Gtwy Glen Gln Glens Glns Green Grn Greens Grns Grove Grv Groves Grvs Harbor Hbr Harbour Harbors Hbrs Haven Hvn "
+    "Heights Hts Highway Hwy Hill Hl Hills Hls Hollow Holw Inlet Inlt Island Is Islands Iss Isle Junction Jct Junctions "
+    "Jcts Key Ky Keys Kys Knoll Knl Knolls Knls Lake Lk Lakes Lks Land Landing Lndg Lane Ln Light Lgt Lights Lgts Loaf "
+    "Lf Lock Lck Locks Lcks Lodge Ldg Loop Mall Manor Mnr Manors Mnrs Meadow Mdw Meadows Mdws Mews Mill Ml Mills Mls "
+    "Mission Msn Motorway Mtwy Mount Mt Mountain Mtn Mountains Mtns Neck Nck Orchard Orch Oval Overpass Opas Park Prk Parks "
+    "Parkway Pkwy Parkways Pass Passage Psge Path Pike Pine Pne Pines Pnes Place Pl Plain Pln Plains Plns Plaza Plz Point "
+    "Pt Points Pts Port Prt Ports Prts Prairie Pr Radial Radl Ramp Ranch Rnch Rapid Rpd Rapids Rpds Rest Rst Ridge Rdg "
+    "Ridges Rdgs River Riv Road Rd Roads Rds Route Rte Row Rue Run Shoal Shl Shoals Shls Shore Shr Shores Shrs Skyway Skwy "
+    "Spring Spg Springs Spgs Spur Spurs Square Sq Squares Sqs Station Sta Stravenue Stra Stream Strm Street St Streets Sts "
+    "Summit Smt Terrace Ter Throughway Trwy Trace Trce Track Trak Trafficway Trfy Trail Trl Trailer Trlr Tunnel Tunl "
+    "Turnpike Tpke Underpass Upas Union Un Unions Uns Valley Vly Valleys Vlys Viaduct Via View Vw Views Vws Village Vlg "
+    "Villages Vlgs Ville Vl Vista Vis Walk Walks Wall Way Ways Well Wl Wells Wls Wynd"
+).split()
+#: Suffixes that are also ordinary words ("2 Views", "6/10 at rest"): an address with one needs a unit or a town after it.
+WORDY_SUFFIXES = frozenset(
+    "View Views Vw Rest Run Pass Path Key Keys Well Wells Wall Light Lights Lock Locks Loaf Course Common Commons Union Unions "
+    "Track Trace Station Point Points Port Ports Land Fall Falls Camp Club Neck Spur Spurs Shore Shores Rapid Rapids Radial "
+    "Ramp Mission Cape Bend Bottom Branch Divide Fork Forks Mall Oval Pike Pine Pines Plain Plains Ranch Ridge Ridges Spring "
+    "Springs Stream Summit Square Squares Walk Walks Field Fields Flat Flats Green Greens Hill Hills Lake Lakes Mount Park "
+    "Parks Place Row Way Ways Is Pt Pr Un Vl Dl Lf Ml Wl St Dr Ct Cv Un".split()
+)
+
+
+def _suffix_alternation(suffixes: Iterable[str]) -> str:
+    """Title-case and capitalised forms of street suffixes, longest first."""
+    forms = {form for suffix in suffixes for form in (suffix, suffix.upper())}
+    return "|".join(sorted(forms, key=len, reverse=True))
+
+
+_STREET_SUFFIX = _suffix_alternation(s for s in STREET_SUFFIXES if s not in WORDY_SUFFIXES)
+_WORDY_SUFFIX = _suffix_alternation(WORDY_SUFFIXES)
+# Street words written into the name (German, Dutch, Nordic, Finnish, Hungarian, Turkish, ...).
+_ATTACHED_STREET = (
+    r"(?:stra(?:ss|ß)e|str\.|weg|gasse|allee|platz|ring|damm|ufer|chaussee|steig|pfad|laan|straat|gracht|plein|singel|kade|dijk"
+    r"|hof|markt|vej|gade|gate|gata|gatan|vägen|väg|torget|torg|gränd|gränden|backe|backen|stig|stigen|leden|allén|plan|katu|tie|kuja"
+    r"|polku|kaari|rinne|utca|körút|sokak"
+    r"|sokağı|caddesi|cad\.|bulvarı|ulice|náměstí|třída|nábřeží)"
+)
+# Street words written before the name (French, Spanish, Italian, Portuguese, Polish, ...).
+_LEADING_STREET = (
+    r"(?:rue|avenue|av\.|bd|boulevard|chemin|allée|impasse|place|quai|cours|route|calle|c/|avenida|avda\.?|paseo|plaza|pasaje"
+    r"|camino|carrer|ronda|callejón|cañada|glorieta|travesía|rambla|carretera|urbanización|acceso|cuesta|polígono|barrio|avinguda"
+    r"|passeig|c\.|via|viale|piazza|piazzale|corso|largo"
+    r"|vicolo|contrada|strada|borgo|rotonda|rua|travessa|praça|alameda|estrada"
+    r"|ul\.|ulica|aleja|al\.|plac|osiedle|os\.)"
+)
+_UPPER = "A-ZÀ-ÖØ-ÞĀĂĄĆĈĊČĎĐĒĔĖĘĚĜĞĠĢĤĦĨĪĬĮİĴĶĹĻĽĿŁŃŅŇŊŌŎŐŒŔŖŘŚŜŞŠŢŤŦŨŪŬŮŰŲŴŶŸŹŻŽ"
+_CAP = rf"[{_UPPER}][\w'’.-]*"
+_LINK = r"(?:de|del|de la|de las|de los|des|du|la|le|les|di|da|dos|das|della|do|van|von|der|den|y|e|i)"
+_POSTCODE = r"(?:\d{2}-\d{3}|\d{3}\s\d{2}|\d{4,6}|[A-Z]{1,2}\d[A-Z\d]?\s*\d[A-Z]{2}|\d{4}\s?[A-Z]{2})"
+_TOWN_WORD = rf"[{_UPPER}][\w'’-]*"
+_TOWN = rf"{_TOWN_WORD}(?:\s+(?:{_LINK}\s+)?{_TOWN_WORD}){{0,2}}(?:,?\s+[A-Z]{{2}})?(?:,?\s+\(?[A-Z]{{2}}\)?)?(?:\s+\d{{5}}(?:-\d{{4}})?)?"
+# What may follow a street: a unit, then ", town", "/ postcode town", ", postcode, town (XX)", ", XX 12345".
+_CITY_TAIL = (
+    r"(?:,?\s+(?i:(?:Apt|Apartment|Suite|Ste|Unit|Flat|Floor|Piso|Planta|Puerta|Piano|Interno|Scala|Appartamento|Étage|Etage|Stock|Bus)\.?\s*#?[\w-]+))?"
+    rf"(?:(?:\s*[,/\n]\s*|\s+(?={_POSTCODE}\b))(?:{_POSTCODE}\b,?\s*)?{_TOWN}(?:,?\s*{_POSTCODE}\b)?|\s*,\s*{_POSTCODE}\b(?:,?\s*{_TOWN})?)?"
+)
+_STREET_WORD = re.compile(rf"(?i:{_LEADING_STREET})")
+_ADDRESS_PATTERNS = [
+    # 12 Canary Street, 77763 Tony Village Suite 690, 221B Baker St, New Jeffreymouth, NM 72965
+    re.compile(
+        rf"(?<![\w./])(?:(?i:Studio|Flat|Apartment|Apt\.?|Unit|Suite|H\.\s?No\.?|House\s+No\.?)\s*\d{{1,4}}[A-Za-z]?,?\s+(?:\d{{1,6}}[A-Za-z]?,?\s+)?"
+        rf"|\d{{1,6}}[A-Za-z]?(?:[-/]\d{{1,4}})?,?\s+)"
+        rf"(?:{_CAP}\s+){{0,4}}?(?:{_STREET_SUFFIX})\b\.?"
+        rf"(?:,?\s*(?i:Apt|Apartment|Suite|Ste|Unit|Flat|Floor|\#)\.?\s*\#?[\w-]+)?" + rf"{_CITY_TAIL}"
+    ),
+    # 17 Jones Light, 6907 Gül Unions: a suffix that is also a word, so a unit or a town must follow
+    re.compile(
+        rf"(?<![\w./])(?:(?i:H\.\s?No\.?|House\s+No\.?)\s*)?\d{{1,6}}[A-Za-z]?(?:[-/]\d{{1,4}})?,?\s+(?:{_CAP}\s+){{1,4}}?(?:{_WORDY_SUFFIX})\b\.?"
+        rf"(?:,?\s*(?i:Apt|Apartment|Suite|Ste|Unit|Flat|Floor|\#)\.?\s*\#?[\w-]+|(?=\s*[,\n]\s*{_CAP}))" + rf"{_CITY_TAIL}"
+    ),
+    # 16315 Bradley Walk, Flat 21 Brenda Walks: a house number of two digits or more, or a flat, before it
+    re.compile(
+        rf"(?<![\w./])(?:(?i:Studio|Flat|Apartment|Apt\.?|Unit|Suite)\s*\d{{1,4}}[A-Za-z]?,?\s+|\d{{2,6}}[A-Za-z]?,?\s+)"
+        rf"(?:{_CAP}\s+){{1,4}}?(?:{_WORDY_SUFFIX})\b"
+    ),
+    # Heydukova 67, 166 20 Dašice; Canale Muti, 930, 95013, Fiumefreddo di Sicilia (CT): street, number, postcode, town
+    re.compile(
+        rf"(?<![\w.]){_TOWN_WORD}(?:\s+(?:{_LINK}\s+)?{_TOWN_WORD}){{0,3}},?\s+\d{{1,5}}[A-Za-z]?(?:/\d{{1,4}})?"
+        rf"(?:\s+(?i:Piano|Appartamento|Interno|Piso|Puerta|Apt\.?|Flat)\s*\d{{1,4}})?,\s*{_POSTCODE}\b,?\s*{_TOWN}"
+    ),
+    # Musterstraße 12, Skolvägen 76, Agnes-Wesack-Straße 26-83 / 39150 Auerbach
+    re.compile(rf"(?<![\w.])(?:[{_UPPER}][\w'’.-]*[\s-])?[{_UPPER}][\w'’-]*(?i:{_ATTACHED_STREET})\s+\d{{1,5}}[A-Za-z]?(?:\s?[-/]\s?\d{{1,5}}[A-Za-z]?)?{_CITY_TAIL}"),
+    # 23, rue Victoire Perrier; Viale Sermonti, 13; Calle Mayor 5; aleja Okrężna 776
+    re.compile(
+        rf"(?<![\w.])(?:\d{{1,5}}[A-Za-z]?,?\s+)?(?i:{_LEADING_STREET})\s+(?:(?:{_LINK})\s+)*{_TOWN_WORD}(?:\s+(?:(?:{_LINK})\s+)*{_TOWN_WORD}){{0,4}}"
+        rf"(?:,?\s+(?:n\.?\s*|nº\s*|no\.?\s*)?\d{{1,4}}[A-Za-z]?(?!\d))?{_CITY_TAIL}"
+    ),
+    # Dózsa György utca 193, Atatürk Caddesi 12, Kadakia Marg 77
+    re.compile(
+        rf"(?<![\w.])(?:\d{{1,5}}[A-Za-z]?(?:/\d{{1,5}})?,?\s+)?{_CAP}(?:\s+[\w'’.-]+){{0,3}}?\s+"
+        rf"(?i:utca|út|útja|tér|köz|sor|sokak|sokağı|caddesi|cad\.|bulvarı|mahallesi|marg|nagar|ganj|chowk|gali|ulice|nábřeží)\b"
+        rf"(?:\s+\d{{1,5}}[A-Za-z]?\.?)?{_CITY_TAIL}"
+    ),
+    # Words that say the rest of the clause is an address: "lives at ...", "address: ..."
+    re.compile(r"(?i:\b(?:lives|living|resides|residing|resident)\s+at|\b(?:home\s+)?address\s*[:\-]?)\s+((?:[^;.,\n]|,(?!\s*[a-z])|\.(?=\w)){1,80}(?<=\w))"),
+]
+
+# Hospitals and clinics: capitalised words before a kind of institution, or after one written first.
+_INSTITUTION_KIND = (
+    r"(?i:Hospital|Hospitals|Infirmary|Clinic|Clinics|Medical\s+Cent(?:er|re)|Health\s+Cent(?:er|re)|Healthcare|Health\s+System"
+    r"|Hospice|Sanatorium|Polyclinic|Klinikum|Klinik|Kliniken|Krankenhaus|Spital|Hôpital|Clinique|Ospedale|Policlinico"
+    r"|Ziekenhuis|Szpital|Sjukhus|Sairaala|Nemocnice|Kórház|Hastanesi|Universitätsklinikum|Uniklinik|CHU|CHRU)"
+)
+#: Words that start a clause before a hospital's name ("TRANSFERRED FROM X HOSPITAL"), never part of it;
+#: ordinary words that name places and people ("South", "New", "Taylor") are not among them.
+_NOT_PLACE_NAMES = (NOT_NAMES - COMMON_WORDS) | frozenset(
+    "a an the and or of in on at to for with by from as is was be are no not yes left right".split()
+)
+_INSTITUTION_PATTERNS = [
+    re.compile(
+        rf"(?<![\w])(?:(?:St|Saint|Sankt|San|Santa|São)\.?\s+)?(?:(?:St\.|{_TOWN_WORD})\s+|(?:of|de|du|di|del|am|an der|nad|pod|na|upon|on|en|sur|im|bei)\s+){{0,4}}{_INSTITUTION_KIND}\b"
+        rf"(?:\s+(?:of|de|du|des|di|del|della|do|da|am|an\s+der|für)\s+{_CAP}(?:\s+{_CAP}){{0,2}})?"
+    ),
+    re.compile(
+        rf"\b(?:Klinikum|Klinik|Krankenhaus|Hôpital|Clinique|Ospedale|Hospital|Centre\s+Hospitalier(?:\s+Universitaire)?|Szpital|Policlinico"
+        rf"|University\s+Hospital|CHU)\s+(?:(?:of|de|du|des|di|del|della|do|da|San|Santa|St\.?|Saint)\s+)*{_CAP}(?:\s+{_CAP}){{0,2}}"
+    ),
 ]
 
 # A title followed by one or two capitalised words (and initials): a name, whoever it is.
 _TITLED_NAME = re.compile(
-    r"\b(?:Dr|Mr|Mrs|Ms|Miss|Mx|Prof|Professor|Sir|Dame|Nurse|Sister)\b\.?\s+"
+    r"(?:\b(?:Dr|Mr|Mrs|Ms|Miss|Mx|Prof|DR|MR|MRS|MS|MISS|PROF)\b\.?|\b(?:Professor|Sir|Dame|Nurse|Sister|NURSE|SISTER)\b)[ \t]+"
     r"((?:[A-Z]\.\s*)*[A-Z][\w'’-]*(?:\s+(?:[A-Z]\.\s*)*[A-Z][\w'’-]+)?)"
 )
 # A name introduced by a role word and a colon ("Patient: Jones", "Next of kin: Mary Smith").
@@ -464,6 +690,58 @@ def _alternation(patterns: Iterable[str]) -> re.Pattern[str] | None:
     return re.compile("|".join(f"(?:{p})" for p in unique), re.IGNORECASE) if unique else None
 
 
+#: Words that are never taken as part of a name found in free text, even next to one: laterality,
+#: body parts and findings whose loss would change the meaning of a clinical sentence.
+SIDES_AND_BODY = frozenset(
+    """
+    l r left right bilateral hand hands foot feet head neck chest back arm arms leg legs knee knees hip hips face eye eyes
+    ear ears nose mouth lip lips skin bone bones heart lung lungs liver kidney brain spine wall walls palm palms thumb
+    """.split()
+)
+NEVER_NAMES = SIDES_AND_BODY | frozenset(
+    """
+    burn burns scald wound wounds scar mass stone stones lesion cyst nodule node fracture cast pin plate screw wire
+    white black brown grey gray green red blue yellow rose
+    """.split()
+)
+
+
+@dataclass(frozen=True)
+class _Word:
+    """A word of free text, as the name finder sees it."""
+
+    index: int
+    folded: str
+    stop: bool  # an ordinary or clinical word, a title, or an eponym: never a name alone
+    capital: bool  # capitalised (in text written in capitals: always)
+    starts: bool  # first word of a sentence
+    given: bool  # a listed given name that is not an ordinary word
+    family: bool  # a listed surname that is not an ordinary word
+    listed_word: bool  # a listed name that is also an ordinary word ("Hall", "Jack")
+    dicom: bool  # a word of a DICOM attribute name ("Pixel", "Interpretation"): not evidence of a name
+
+    @classmethod
+    def of(cls, text: str, token: re.Match[str], index: int, upper_text: bool, given: frozenset[str], family: frozenset[str]) -> "_Word":
+        word = re.sub(r"['’]s$", "", token.group())
+        folded = fold(word)
+        eponym = bool(_EPONYM_AFTER.match(text[token.end() : token.end() + 40]))
+        camel = bool(re.search(r"[a-z][A-Z]", word)) and not re.match(r"(?:Mc|Mac|De|Di|Da|Du|La|Le|Van|Von|O)[A-Z]", word)
+        stop = folded in NOT_NAMES or folded in PRODUCT_WORDS or folded in TITLES or eponym or len(folded) < 2 or word in dicom_keywords() or camel
+        listed = folded in given or folded in family
+        return cls(
+            index=index,
+            folded=folded,
+            stop=stop,
+            # capitalised; in mixed-case text acronyms ("MRN", "UIDs", "UUID-derived") are not
+            capital=word[:1].isupper() and (upper_text or not word[1:2].isupper() or len(word) == 1),
+            starts=index == 0 or bool(_SENTENCE_START.search(text[max(0, token.start() - 3) : token.start()])),
+            given=not stop and folded in given,
+            family=not stop and folded in family,
+            listed_word=listed and not eponym and len(folded) >= 3,
+            dicom=folded in dicom_words(),
+        )
+
+
 class TextScrubber:
     """Redacts a study's known identifiers and PHI-shaped patterns from free text.
 
@@ -484,7 +762,7 @@ class TextScrubber:
             self._scripts.extend(person.scripts)
         # a word is unambiguous if it is neither a common word nor a particle
         self._first_letters = {w[0] for w in self._name_words} | self._name_initials
-        self._ambiguous = {w for w in self._name_words if w in COMMON_WORDS or w in PARTICLES or len(w) <= 2}
+        self._ambiguous = {w for w in self._name_words if w in NOT_NAMES or w in PARTICLES or len(w) <= 2}
         # people whose every word is ambiguous still need at least two of their words together
         self._scripts = sorted({s for s in self._scripts if len(s) >= 2 or len(self._scripts) == 1}, key=len, reverse=True)
         self._literals = self._literal_patterns()
@@ -568,6 +846,10 @@ class TextScrubber:
                 continue
             other_start, other_end, other = tokens[neighbour]
             between = text[other_end:start] if neighbour < index else text[end:other_start]
+            if re.search(r"[.!?;:]\s", between + " ") and not re.fullmatch(r"\s*[A-Z]\.\s*", between):
+                continue  # a sentence ends between them: "no renal stone. Faith Stone"
+            if text[start:end].islower() and not text[other_start:other_end].islower():
+                continue  # a word in lower case next to a capitalised name is a word
             if other != folded and len(between) <= 8 and _is_name_gap(between):
                 return True
         if index > 0:
@@ -579,10 +861,23 @@ class TextScrubber:
             if len(previous) == 1 and previous in self._first_letters and text[previous_start].isupper() and gap in (". ", " ", "."):
                 return True
         word = text[start:end]
+        initial_after = re.match(r",?\s*([A-Z])\.", text[end : end + 5])
+        if initial_after and initial_after.group(1).lower() in self._first_letters and word[:1].isupper():
+            return True  # "Stone, F."
         if index > 0 and tokens[index - 1][2] in _NAME_LEADS and word[:1].isupper() and not word.isupper():
             return True
-        # written in capitals inside text that is not itself in capitals ("MASS was admitted")
-        return len(word) >= 3 and word.isupper() and not _mostly_upper(text)
+        if word[:1].isupper() and not word.isupper() and folded not in NEVER_NAMES and not _mostly_upper(text):
+            eponym = _EPONYM_AFTER.match(text[end : end + 40]) or text[end : end + 2] in ("'s", "’s")
+            starts = bool(_SENTENCE_START.search(text[max(0, start - 3) : start])) or start == 0
+            if not eponym and not starts:
+                return True  # capitalised inside a sentence: "the right hand of Page", "History from May:"
+            if not eponym and starts and re.match(r"\s*(?:[.;:,)]|$)", text[end:]):
+                return True  # a sentence of its own: "... unchanged. Brown."
+        if index > 0 and tokens[index - 1][2] in ("pt", "patient") and word.isupper():
+            return True  # "PT BAKER REPORTS PAIN"
+        # written in capitals inside text that is not itself in capitals ("MASS was admitted"), unless it is
+        # a side, a body part or a finding ("Burn to the L HAND" for a patient called Hand)
+        return len(word) >= 3 and word.isupper() and not _mostly_upper(text) and folded not in SIDES_AND_BODY
 
     def _pattern_spans(self, text: str) -> Iterator[_Span]:
         for category, pattern in _PATTERNS:
@@ -596,13 +891,155 @@ class TextScrubber:
                 if category == ID and not any(ch.isdigit() for ch in text[start:end]):
                     continue
                 yield _Span(start, end, category)
+        yield from self._phone_spans(text)
+        yield from self._place_spans(text)
+        yield from self._free_name_spans(text)
         for pattern in (_TITLED_NAME, _ROLE_NAME):
             for match in pattern.finditer(text):
                 start, end = match.span(1)
                 words = [w for w in _CAPITAL_WORD.finditer(text, start, end)]
-                kept = [w for w in words if fold(w.group().rstrip("'’-")) not in COMMON_WORDS or pattern is _TITLED_NAME]
+                kept = [
+                    w for number, w in enumerate(words)
+                    if (fold(w.group().rstrip("'’-")) not in (NOT_NAMES if number else COMMON_WORDS) or (pattern is _TITLED_NAME and number == 0))
+                    and not (number and _EPONYM_AFTER.match(text[w.end() : w.end() + 40]))
+                ]
                 for word in kept:
                     yield _Span(word.start(), word.end(), NAME)
+
+    def _phone_spans(self, text: str) -> Iterator[_Span]:
+        """Phone numbers of any country (7 to 15 digits in groups, + or 00 prefix, extension)."""
+        for match in _PHONE_SHAPE.finditer(text):
+            value = match.group().rstrip(" .-/(")
+            number = _PHONE_EXTENSION.sub("", value)
+            digits = sum(ch.isdigit() for ch in number)
+            grouped = bool(re.search(r"\d[\s().\-/]+\d", number))
+            if not 7 <= digits <= 15 or not (grouped or value.startswith(("+", "00")) or value != number):
+                continue
+            if "/" in number and (re.search(r"\s/|/\s", number) or not value.startswith(("+", "00", "(")) and digits < 9 and value == number):
+                continue  # 120/80, 2/3, dates: slashes are rarely inside phone numbers
+            if _SSN_SHAPE.fullmatch(value) or any(p.fullmatch(value) for c, p in _PATTERNS if c == DATE):
+                continue  # an SSN or a date, found as such by its own pattern
+            yield _Span(match.start(), match.start() + len(value), PHONE)
+
+    def _place_spans(self, text: str) -> Iterator[_Span]:
+        """Street addresses (any suffix, several languages) and hospital or clinic names."""
+        for pattern in _ADDRESS_PATTERNS:
+            for match in pattern.finditer(text):
+                start, end = match.span(1) if match.lastindex else match.span()
+                value = text[start:end].rstrip(" ,.")
+                lead = re.match(r"[^\W\d_]+\s+", value)
+                while lead and fold(lead.group().strip()) in NOT_NAMES and not match.lastindex and not _STREET_WORD.fullmatch(lead.group().strip()):
+                    start, value = start + lead.end(), value[lead.end() :]  # "from", "outside": not the address
+                    lead = re.match(r"[^\W\d_]+\s+", value)
+                if value and (any(ch.isdigit() for ch in value) or match.lastindex):
+                    yield _Span(start, start + len(value), ADDRESS)
+        for pattern in _INSTITUTION_PATTERNS:
+            for match in pattern.finditer(text):
+                start, end = match.span()
+                words = [w for w in _CAPITAL_WORD.finditer(text, start, end)]
+                # leading words that are ordinary words ("Transferred", "Outside") are not part of the name
+                while words and fold(words[0].group().rstrip(".")) in _NOT_PLACE_NAMES and not re.match(_INSTITUTION_KIND, words[0].group()):
+                    words.pop(0)
+                if words:  # at least the kind is capitalised ("the hospital" is a word)
+                    yield _Span(words[0].start(), end, INSTITUTION)
+
+    def _free_name_spans(self, text: str) -> Iterator[_Span]:
+        """Names no header lists, from the shape of the text and the name lists (`operators.phi.phi_names`).
+
+        In mixed-case text: a capitalised given name or surname of the lists (a surname only where it
+        does not start a sentence or stands next to another name word), two capitalised words in a
+        row that are not ordinary or clinical words ("Refik Zorlu"), capitalised words after a
+        relationship or role word ("Mother Kessandra Ulbright") or before one in brackets ("Ana
+        Lima (daughter)"), and, two of them or a listed name, after "by", "with", "to". In lower
+        case: a listed given name and the word after it, and two words after a relationship word.
+        In capitals: listed given names and the word next to them. Around a name found so, a
+        neighbouring capitalised listed name that is also a word joins it ("Rita Hall").
+        `NOT_NAMES` (function words, clinical vocabulary, laterality) and eponyms ("Bell's palsy",
+        "Graves disease") are never taken alone.
+        """
+        tokens = list(_NAME_TOKEN.finditer(text))
+        if not tokens:
+            return
+        given, family = given_names(), surnames()
+        upper_text = _mostly_upper(text)
+        words = [_Word.of(text, token, index, upper_text, given, family) for index, token in enumerate(tokens)]
+
+        def adjacent(left: int, right: int) -> bool:
+            if not (0 <= left < right < len(tokens)):
+                return False
+            gap = text[tokens[left].end() : tokens[right].start()]
+            return len(gap) <= 4 and re.fullmatch(r"[ \t,^-]*|[ \t]*[A-Z]\.[ \t]*", gap) is not None
+
+        marked: set[int] = set()
+        for w in words:
+            i = w.index
+            if w.stop:
+                continue
+            if upper_text:
+                if w.given:
+                    marked.add(i)
+                continue
+            if w.capital:
+                if w.given or (w.family and not w.starts):
+                    marked.add(i)
+                elif w.family and any(adjacent(*pair) and words[n].capital and not words[n].stop for n, pair in ((i - 1, (i - 1, i)), (i + 1, (i, i + 1))) if 0 <= n < len(words)):
+                    marked.add(i)
+                elif (
+                    adjacent(i, i + 1) and words[i + 1].capital and not words[i + 1].stop and not words[i + 1].starts
+                    and not w.dicom and not words[i + 1].dicom
+                ):
+                    marked.update((i, i + 1))  # two capitalised words that are neither ordinary nor DICOM words
+            elif w.given and adjacent(i, i + 1) and not words[i + 1].capital and words[i + 1].family:
+                marked.update((i, i + 1))  # "maria garcia"
+        # relationship and role words before a name, and after it in brackets ("Ana Lima (daughter)")
+        for w in words:
+            strong = w.folded in STRONG_CUES
+            if not strong and w.folded not in WEAK_CUES:
+                continue
+            run: list[int] = []
+            position = w.index + 1
+            while position < len(words) and len(run) < 3:
+                gap = text[tokens[position - 1].end() : tokens[position].start()]
+                if not (adjacent(position - 1, position) or (not run and re.fullmatch(r"[ \t]*[:,]?[ \t]*", gap))):
+                    break
+                candidate = words[position]
+                if candidate.stop and candidate.folded not in PARTICLES or candidate.dicom and not (candidate.given or candidate.family):
+                    break
+                if (upper_text or not candidate.capital) and not (strong or candidate.given or candidate.family):
+                    break
+                run.append(position)
+                position += 1
+            while run and words[run[-1]].folded in PARTICLES:
+                run.pop()
+            if strong and w.index >= 1:
+                before = text[: tokens[w.index].start()]
+                if re.search(r"[(,][ \t]*(?:the[ \t]+|her[ \t]+|his[ \t]+)?$", before):
+                    back = w.index - 1
+                    while back >= 0 and words[back].capital and not words[back].stop and back >= w.index - 3:
+                        marked.add(back)
+                        back -= 1
+            if not run:
+                continue
+            listed = any(words[r].given or words[r].family for r in run)
+            capitalised = any(words[r].capital for r in run) and not upper_text
+            if strong and (capitalised or listed or len(run) >= 2):
+                marked.update(run)
+            elif not strong and (capitalised and (listed or len(run) >= 2) or not capitalised and len(run) >= 2 and listed):
+                marked.update(run)  # after "by", "with", "to": "Ana Lima", "Dr-less Okafor", "maria garcia"
+        # a listed name that is also a word joins a name found next to it ("Rita Hall", "WILLIAM SMITH")
+        grown = True
+        while grown:
+            grown = False
+            for i in sorted(marked):
+                for n in (i - 1, i + 1):
+                    if 0 <= n < len(words) and n not in marked and adjacent(min(i, n), max(i, n)):
+                        neighbour = words[n]
+                        plain = neighbour.capital and not neighbour.stop and not upper_text  # "Rita Persson"
+                        if (plain or neighbour.listed_word and (neighbour.capital or not words[i].capital)) and neighbour.folded not in NEVER_NAMES:
+                            marked.add(n)
+                            grown = True
+        for index in sorted(marked):
+            yield _Span(tokens[index].start(), tokens[index].end(), NAME)
 
     def _literal_spans(self, text: str) -> Iterator[_Span]:
         for category, pattern in self._literals:
@@ -640,17 +1077,28 @@ class TextScrubber:
         return [self._absorb_initials(text, s) if s.category == NAME else s for s in merged]
 
     def _absorb_initials(self, text: str, span: _Span) -> _Span:
-        """Extend a name span over initials written next to it ("J. Smith", "Smith, J.Q.")."""
+        """Extend a name span over initials written next to it ("J. Smith", "Smith, J.Q.").
+
+        A letter without a full stop is taken only if it is an initial of the study's names and not
+        L or R, which stand for a side ("STONE FAITH L HAND" keeps "L HAND").
+        """
         start, end = span.start, span.end
         while True:
-            before = re.search(r"(?:\b[A-Z]\.?[\s,]*|\b[A-Z]\.\s*)$", text[max(0, start - 4) : start])
+            before = re.search(r"(?:\b([A-Z])\.?[\s,]*|\b[A-Z]\.\s*)$", text[max(0, start - 4) : start])
             if not before or before.end() - before.start() == 0:
                 break
+            bare = before.group(1) and "." not in before.group()
+            if bare and not self._bare_initial(before.group(1)):
+                break
             start -= before.end() - before.start()
-        after = re.match(r"(?:,?\s*[A-Z]\.(?:\s*[A-Z]\.)*|\s+[A-Z](?![\w.]))", text[end : end + 12])
-        if after:
+        after = re.match(r"(?:,?\s*[A-Z]\.(?:\s*[A-Z]\.)*|\s+([A-Z])(?![\w.]))", text[end : end + 12])
+        if after and (after.group(1) is None or self._bare_initial(after.group(1))):
             end += after.end()
         return _Span(start, end, span.category)
+
+    def _bare_initial(self, letter: str) -> bool:
+        """Whether a letter written alone next to a name is one of its initials (never L or R: sides)."""
+        return letter not in "LR" and letter.lower() in self._first_letters
 
     # ------------------------------------------------------------------ public
 
