@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 
 from app.probe_set import SampleStudyProbes
+from app.log_privacy import LOG_REDACTOR
 from app.settings import RunSettings
 from common.zero_shot_tasks import TaskCatalogue, load_tasks
 from engines.selection import open_backend
@@ -28,6 +29,7 @@ def open_analyzer(settings: RunSettings, tasks: TaskCatalogue | None = None) -> 
     when not given). Raises the model registry's `ModelDirectoryError` family, `TaskConfigError`,
     or the backend errors, each naming the path or setting to fix.
     """
+    LOG_REDACTOR.keep_endpoints(settings.engines.triton_server_netloc)  # so a failure names the server
     model = open_model_dir(settings.models_path, allow_untrained=settings.allow_untrained)
     tasks = tasks or load_tasks(settings.tasks)
     identity = model.identity

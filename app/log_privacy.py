@@ -116,8 +116,24 @@ class LogRedactor:
         self._by_form: dict[str, _Root] = {}
         self._scrubber = TextScrubber()
         self._identifiers = StudyIdentifiers()
+        self._endpoints: set[str] = set()
+        self._kept: re.Pattern[str] = _WRITTEN
 
     # ------------------------------------------------------------------ configuration
+
+    def keep_endpoints(self, *endpoints: str | None) -> None:
+        """Keep these configured servers (`host:port` of a Triton server, a PACS destination) readable.
+
+        They are the site's infrastructure, named by its administrator, not a patient's: a line
+        that says which server could not be reached must name it. Their URLs (`scheme://host:port/...`)
+        are kept too. Anything else that looks like an address is still redacted.
+        """
+        with self._lock:
+            self._endpoints.update(e.strip() for e in endpoints if e and e.strip())
+            if not self._endpoints:
+                return
+            names = "|".join(re.escape(e) for e in sorted(self._endpoints, key=len, reverse=True))
+            self._kept = re.compile(rf"{_WRITTEN.pattern}|(?:[a-z][a-z0-9+.\-]*://)?(?:{names})(?:/[^\s)\]'\"]*)?")
 
     def start_run(self, input_root: Path | str, salt: str) -> None:
         """Begin a run: its input folder and salt; the previous run's input and identifiers are forgotten."""
@@ -201,20 +217,21 @@ class LogRedactor:
         if not text:
             return text
         with self._lock:
-            scrubber = self._scrubber
+            scrubber, kept = self._scrubber, self._kept
             text = self._paths(text)
         text = UID_PATTERN.sub(
             lambda m: m.group() if m.group().startswith(STANDARD_UID_ROOT) else uid_ref(m.group(), self.salt or "unsalted", prefix="uid"),
             text,
         )
-        return _scrub_around_refs(text, scrubber)
+        return _scrub_around_refs(text, scrubber, kept)
 
 
-def _scrub_around_refs(text: str, scrubber: TextScrubber) -> str:
-    """`text` scrubbed, except for the references already in it (their hex digits are not IDs)."""
+def _scrub_around_refs(text: str, scrubber: TextScrubber, kept: re.Pattern[str] = _WRITTEN) -> str:
+    """`text` scrubbed, except for the references already in it (their hex digits are not IDs) and
+    the configured endpoints (`LogRedactor.keep_endpoints`)."""
     pieces: list[str] = []
     position = 0
-    for match in _WRITTEN.finditer(text):
+    for match in kept.finditer(text):
         pieces.append(scrubber.scrub(text[position : match.start()]).text)
         pieces.append(match.group())
         position = match.end()

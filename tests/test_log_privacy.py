@@ -188,3 +188,17 @@ def test_locate_says_which_reference_it_cannot_find(tmp_path, monkeypatch):
 
     assert main(["locate", "--input", str(tmp_path / "in"), "<input>/p-000000000000.dcm"]) == 1
     assert main(["locate", "--input", str(tmp_path / "nowhere"), "p-000000000000"]) == 2
+
+
+def test_configured_servers_stay_readable_and_other_addresses_do_not():
+    """A line saying which Triton server or PACS could not be reached must name it; nothing else."""
+    from app.log_privacy import LogRedactor
+
+    redactor = LogRedactor()
+    redactor.start_run("/nowhere", "salt")
+    before = redactor.redact("cannot reach 127.0.0.1:35427")
+    redactor.keep_endpoints("127.0.0.1:35427", None)
+    after = redactor.redact("cannot reach 127.0.0.1:35427 (http://127.0.0.1:35427/v2/health); patient's phone 10.1.2.3:80")
+    assert "127.0.0.1:35427" not in before
+    assert "cannot reach 127.0.0.1:35427 (http://127.0.0.1:35427/v2/health)" in after
+    assert "10.1.2.3" not in after

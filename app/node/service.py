@@ -71,6 +71,11 @@ class DicomNode:
             self.salt = c.uid_salt
             # every path below the spool is logged as a salted reference (`<spool>/p-...`)
             LOG_REDACTOR.add_root(self.layout.root, SPOOL_PLACEHOLDER, self.salt)
+            # the configured destinations are infrastructure: delivery lines must name them
+            LOG_REDACTOR.keep_endpoints(
+                *(d.stow_url if d.is_dicomweb else f"{d.host}:{d.port}" for d in c.destinations),
+                f"{c.dicom.bind}:{c.dicom.port}",
+            )
             self.quota = SpoolQuota(self.layout.root, max_bytes=c.spool.max_bytes, min_free_bytes=c.spool.min_free_bytes)
         except (SpoolError, UidSaltError) as exc:
             raise NodeStartError(str(exc)) from exc
