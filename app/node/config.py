@@ -86,7 +86,21 @@ class DicomSettings(ConfigModel):
         description="'analysable': only the image storage classes the series selector can use; "
         "'all-storage': every storage class is accepted (the others are kept but never analysed)",
     )
-    max_associations: int = Field(16, ge=1, le=256)
+    max_associations: int = Field(16, ge=1, le=256, description="accepted associations open at once, all senders together")
+    max_associations_per_address: int = Field(
+        8, ge=1, le=256, description="accepted associations open at once from one remote IP address"
+    )
+    max_pending_connections: int = Field(
+        64, ge=1, le=1024, description="connections that have not completed an association yet, in all; more are closed at once"
+    )
+    max_pending_per_address: int = Field(
+        4, ge=1, le=1024, description="connections from one remote IP address that have not completed an association yet"
+    )
+    acse_timeout_s: float = Field(
+        5.0, gt=0, le=120,
+        description="ARTIM/ACSE timeout: a connection must send its association request (and finish a TLS handshake) "
+        "within this time, and a stalled PDU before the association is cut off after it",
+    )
     max_pdu_bytes: int = Field(
         262144, ge=0, description="largest PDU the node accepts (0: no limit); bigger PDUs mean fewer round trips"
     )
@@ -98,6 +112,14 @@ class DicomSettings(ConfigModel):
     @classmethod
     def _validate_ae(cls, value: str) -> str:
         return _ae_title(value)
+
+    @model_validator(mode="after")
+    def _per_address_within_total(self) -> "DicomSettings":
+        if self.max_associations_per_address > self.max_associations:
+            raise ValueError("max_associations_per_address must not be larger than max_associations")
+        if self.max_pending_per_address > self.max_pending_connections:
+            raise ValueError("max_pending_per_address must not be larger than max_pending_connections")
+        return self
 
     @field_validator("allow_calling_aes")
     @classmethod
