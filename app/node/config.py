@@ -152,8 +152,14 @@ class SpoolSettings(ConfigModel):
     min_free_bytes: ByteSize = Field(
         ByteSize(512 * 1024 * 1024), description="refuse new instances when the disk has less free space than this"
     )
+    result_reserve_bytes: ByteSize = Field(
+        ByteSize(32 * 1024 * 1024),
+        description="disk space kept free for the results of each acknowledged, unfinished study before another "
+        "instance is acknowledged",
+    )
     retention_hours: float = Field(
-        72.0, ge=0, description="how long processed studies and delivered results are kept (late instances re-run the study)"
+        72.0, ge=0, description="how long processed studies and delivered results are kept (late instances re-run the study); "
+        "under quota or disk pressure they are removed earlier, oldest first"
     )
 
 
