@@ -6,8 +6,9 @@ with File Meta Information added) are on disk: written, `fdatasync`'d, renamed i
 incoming folder and the folder flushed. Anything else gets a failure status that tells the sender
 to keep its copy, with an Error Comment and one log line saying why:
 
-- 0xC210 Cannot Understand: the data set cannot be decoded, is truncated, or lacks the SOP
-  Class / Instance UIDs (a copy is kept in `spool/rejected/`);
+- 0xC210 Cannot Understand: the data set is not well-formed in the transfer syntax of its
+  presentation context (`app.node.strict_parse`: truncated, trailing bytes, the other VR form),
+  cannot be decoded, or lacks the SOP Class / Instance UIDs (a copy is kept in `spool/rejected/`);
 - 0xA900 Data Set Does Not Match SOP Class: the Study Instance UID is missing or invalid, or the
   data set's SOP UIDs differ from the request's (a copy is kept in `spool/rejected/`);
 - 0xA700 Out of Resources: the spool is full (disk free space under `spool.min_free_bytes`,
@@ -40,6 +41,7 @@ from app.node.metrics import NodeMetrics
 from app.node.priority import UrgencyRules, urgency_reason
 from app.node.sop_classes import supported_contexts
 from app.node.spool import Spool, SpoolError, SpoolFullError
+from app.node.strict_parse import MalformedDataSet, check_encoding
 from app.node.study_archive import StudyArchive
 from operators.image_provenance import own_output_reason
 from operators.study_refs import study_ref, uid_ref
@@ -317,6 +319,10 @@ class StorageSCP:
         affected_class = str(request.AffectedSOPClassUID or "").strip()
         affected_instance = str(request.AffectedSOPInstanceUID or "").strip()
         try:
+            try:
+                check_encoding(request.DataSet.getbuffer(), event.context.transfer_syntax)
+            except MalformedDataSet as exc:
+                raise StoreRefused(STATUS_CANNOT_UNDERSTAND, "refused_corrupt", f"the data set cannot be decoded: {exc}") from exc
             try:
                 ds = event.dataset
             except Exception as exc:  # pydicom raises many types on malformed input
