@@ -310,6 +310,8 @@ class DicomNode:
             problem = f"{type(exc).__name__}: {exc}"
         with self._reachability_lock:
             self._reachability[worker.name] = (time.monotonic(), problem)
+        if problem is None:
+            worker.destination_answered("it answers the readiness check's C-ECHO again")
         return problem
 
     def request_stop(self) -> None:
