@@ -22,7 +22,7 @@ warm-up and not counted. The model is the full-size BiomedCLIP architecture with
 
 The JSON output has timings, counts and sizes only: no UIDs, no patient data.
 
-Usage: ``python bench/ingest.py [--instances 400] [--trials 3] [--model full|tiny] [--out bench/results/ingest.json]``
+Usage: ``python bench/ingest.py [--instances 400] [--trials 3] [--model full|tiny] [--no-latency] [--out bench/results/ingest.json]``
 """
 
 from __future__ import annotations
@@ -336,6 +336,18 @@ def bench_latency(root: Path, models: Path, work: Path, studies: int) -> dict:
     }
 
 
+def cpu_model() -> str:
+    """`lscpu`'s model name (the figures depend on it), or the platform's processor string."""
+    try:
+        listing = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return platform.processor() or "unknown"
+    for line in listing.splitlines():
+        if line.startswith("Model name:"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
 def model_folder(kind: str, scratch: Path) -> Path:
     """The models folder (holding biomedclip/) for the latency run; built once and cached."""
     from models.builders import build_random, build_tiny
@@ -357,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=3)
     parser.add_argument("--latency-studies", type=int, default=5)
     parser.add_argument("--model", choices=("full", "tiny"), default="full", help="model of the latency run")
+    parser.add_argument("--no-latency", action="store_true", help="only the ingest comparison (no model run)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
     for tool in ("storescp", "storescu"):
@@ -369,13 +382,14 @@ def main(argv: list[str] | None = None) -> int:
         tiny = model_folder("tiny", root)
         ingest = bench_ingest(root / "ingest", args.instances, args.trials, tiny, root / "ingest-work")
         print(json.dumps(ingest, indent=1), file=sys.stderr)
-        latency = bench_latency(root / "latency", model_folder(args.model, root), work, args.latency_studies)
+        latency = None if args.no_latency else bench_latency(root / "latency", model_folder(args.model, root), work, args.latency_studies)
     result = {
         "benchmark": "ingest",
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "machine": {"cpu_model": cpu_model(), "cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "ingest": ingest,
-        "latency": {"model": f"{args.model} (random weights)", **latency},
     }
+    if latency is not None:
+        result["latency"] = {"model": f"{args.model} (random weights)", **latency}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1), encoding="utf-8")
     print(json.dumps(result, indent=1))

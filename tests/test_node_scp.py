@@ -194,7 +194,7 @@ def test_full_spool_quota_answers_out_of_resources_and_loses_nothing_acknowledge
     caplog.set_level(logging.INFO)
     study = ct_study(6)
     size = len(b"\x00" * 132) + len(encode(study[0], False, True)) + 200  # one instance file, meta included
-    config = node_config(tmp_path / "spool", node_work, destinations=[destination(pacs)], spool={"max_bytes": int(3.5 * size)})
+    config = node_config(tmp_path / "spool", node_work, destinations=[destination(pacs)], spool={"max_bytes": int(3.5 * size), "result_reserve_bytes": 0})
     with running_node(config, node_work) as node:
         statuses = send_datasets(node.scp.port, study)
         stored = statuses.count(0)
@@ -218,7 +218,7 @@ def test_disk_full_spool_answers_out_of_resources_and_leaves_no_partial_file(tmp
         study = ct_study(12, Rows=128, Columns=128)  # about 33 kB each: the 400 kB disk fills up
         for ds in study:
             ds.PixelData = os.urandom(128 * 128 * 2)
-        config = node_config(spool, node_work, spool={"min_free_bytes": 0})
+        config = node_config(spool, node_work, spool={"min_free_bytes": 0, "result_reserve_bytes": 0})
         with running_node(config, node_work) as node:
             statuses = send_datasets(node.scp.port, study)
         stored = statuses.count(0)

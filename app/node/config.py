@@ -87,7 +87,21 @@ class DicomSettings(ConfigModel):
         description="'analysable': only the image storage classes the series selector can use; "
         "'all-storage': every storage class is accepted (the others are kept but never analysed)",
     )
-    max_associations: int = Field(16, ge=1, le=256)
+    max_associations: int = Field(16, ge=1, le=256, description="accepted associations open at once, all senders together")
+    max_associations_per_address: int = Field(
+        8, ge=1, le=256, description="accepted associations open at once from one remote IP address"
+    )
+    max_pending_connections: int = Field(
+        64, ge=1, le=1024, description="connections that have not completed an association yet, in all; more are closed at once"
+    )
+    max_pending_per_address: int = Field(
+        4, ge=1, le=1024, description="connections from one remote IP address that have not completed an association yet"
+    )
+    acse_timeout_s: float = Field(
+        5.0, gt=0, le=120,
+        description="ARTIM/ACSE timeout: a connection must send its association request (and finish a TLS handshake) "
+        "within this time, and a stalled PDU before the association is cut off after it",
+    )
     max_pdu_bytes: int = Field(
         262144, ge=0, description="largest PDU the node accepts (0: no limit); bigger PDUs mean fewer round trips"
     )
@@ -99,6 +113,14 @@ class DicomSettings(ConfigModel):
     @classmethod
     def _validate_ae(cls, value: str) -> str:
         return _ae_title(value)
+
+    @model_validator(mode="after")
+    def _per_address_within_total(self) -> "DicomSettings":
+        if self.max_associations_per_address > self.max_associations:
+            raise ValueError("max_associations_per_address must not be larger than max_associations")
+        if self.max_pending_per_address > self.max_pending_connections:
+            raise ValueError("max_pending_per_address must not be larger than max_pending_connections")
+        return self
 
     @field_validator("allow_calling_aes")
     @classmethod
@@ -131,8 +153,14 @@ class SpoolSettings(ConfigModel):
     min_free_bytes: ByteSize = Field(
         ByteSize(512 * 1024 * 1024), description="refuse new instances when the disk has less free space than this"
     )
+    result_reserve_bytes: ByteSize = Field(
+        ByteSize(32 * 1024 * 1024),
+        description="disk space kept free for the results of each acknowledged, unfinished study before another "
+        "instance is acknowledged",
+    )
     retention_hours: float = Field(
-        72.0, ge=0, description="how long processed studies and delivered results are kept (late instances re-run the study)"
+        72.0, ge=0, description="how long processed studies and delivered results are kept (late instances re-run the study); "
+        "under quota or disk pressure they are removed earlier, oldest first"
     )
 
 

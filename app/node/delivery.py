@@ -1,7 +1,9 @@
 """Delivery workers: one thread per destination drains the outbox, with retries and backoff.
 
 A destination that cannot be reached is retried after `delivery.retry_initial_s`, doubling up to
-`delivery.retry_max_s`, for as long as it takes; results wait on disk meanwhile. A destination that
+`delivery.retry_max_s`, for as long as it takes; results wait on disk meanwhile. Meanwhile it is
+probed every `delivery.retry_initial_s` (and by /readyz), and the moment it answers, the waiting
+results go. A destination that
 refuses a result (failure status) is retried on the same schedule per result, and after
 `delivery.max_rejections` refusals the result is set aside in `undeliverable/` with the reason.
 Urgent studies' results go first.
@@ -45,6 +47,7 @@ class DeliveryWorker:
         self.metrics = metrics
         self.down_failures = 0
         self.down_until = 0.0
+        self.next_probe_at = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -68,11 +71,21 @@ class DeliveryWorker:
                 self._stop.wait(self.settings.retry_initial_s)
 
     def step(self) -> None:
-        """Deliver the most urgent due entry, or wait until one is due (or the outbox changes)."""
+        """Deliver the most urgent due entry, or wait until one is due (or the outbox changes).
+
+        While the destination is down, it is probed with a C-ECHO (a TCP connection for DICOMweb)
+        every `delivery.retry_initial_s`, so results go as soon as it answers again rather than at
+        the end of a backoff that may have grown to `delivery.retry_max_s`.
+        """
         now = time.time()
         if now < self.down_until:
+            if now >= self.next_probe_at:
+                self.next_probe_at = now + self.settings.retry_initial_s
+                if self._answers():
+                    self.destination_answered("it answers again")
+                    return
             with self.outbox.changed:
-                self.outbox.changed.wait(min(self.down_until - now, 1.0))
+                self.outbox.changed.wait(max(0.0, min(self.down_until - now, self.next_probe_at - now, 1.0)))
             return
         entries = self.outbox.waiting_for(self.name)
         due = [e for e in entries if e.record(self.name).next_attempt_at <= now]
@@ -83,6 +96,29 @@ class DeliveryWorker:
                     self.outbox.changed.wait(min([1.0, *waits]))
             return
         self.deliver(due[0])
+
+    def _answers(self) -> bool:
+        """Whether the destination answers a C-ECHO now (a TCP connection for DICOMweb)."""
+        try:
+            self.destination.echo()
+            return True
+        except DestinationUnreachable:
+            return False
+        except (OSError, ValueError, RuntimeError) as exc:  # e.g. a TLS error: still down for delivery
+            logger.debug("probe of %s failed: %s: %s", self.description, type(exc).__name__, exc)
+            return False
+
+    def destination_answered(self, how: str) -> None:
+        """The destination answered (this worker's probe, or the readiness check): send what waits now."""
+        if self.down_until <= time.time():
+            return
+        self.down_until = 0.0
+        logger.info(
+            "destination %s: %s; %d result set(s) waiting are sent now", self.description, how,
+            len(self.outbox.waiting_for(self.name)),
+        )
+        with self.outbox.changed:
+            self.outbox.changed.notify_all()
 
     def deliver(self, entry: OutboxEntry) -> None:
         """Send the entry's files this destination has not acknowledged yet."""
@@ -100,6 +136,7 @@ class DeliveryWorker:
             self.down_failures += 1
             delay = backoff_s(self.down_failures, self.settings)
             self.down_until = time.time() + delay
+            self.next_probe_at = time.time() + min(delay, self.settings.retry_initial_s)
             record.last_error = str(exc)
             self.outbox.save_record(entry, self.name)
             self.metrics.deliveries.labels(destination=self.name, outcome="unreachable").inc()

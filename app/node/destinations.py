@@ -27,6 +27,7 @@ from pynetdicom.presentation import build_context
 from pynetdicom.sop_class import Verification
 from pynetdicom.status import code_to_category
 
+from app.node.admission import printable
 from app.node.config import ClientTLS, DestinationSettings
 
 logger = logging.getLogger("biomedclip_map.node.delivery")
@@ -143,7 +144,7 @@ class DimseDestination:
                         logger.warning("%s stored %s with warning status 0x%04X", self.name, name, code)
                     acknowledged(name)
                     continue
-                comment = str(status.get("ErrorComment", "") or "").strip()
+                comment = printable(status.get("ErrorComment", "") or "")  # the destination's text: escaped for the log
                 raise DestinationRefused(
                     f"{self.settings.ae_title} refused {name} with status 0x{code:04X} ({category}"
                     f"{': ' + comment if comment else ''})",

@@ -90,6 +90,11 @@ class StudyGrouper:
         with self._lock:
             return len(self._last)
 
+    def pending_refs(self) -> set[str]:
+        """Studies still receiving (quiet period not over)."""
+        with self._lock:
+            return set(self._last)
+
     def recover(self, refs: list[str]) -> None:
         """Studies found in `incoming/` at start-up get a full quiet period from now."""
         for ref in refs:

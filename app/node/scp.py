@@ -6,16 +6,17 @@ with File Meta Information added) are on disk: written, `fdatasync`'d, renamed i
 incoming folder and the folder flushed. Anything else gets a failure status that tells the sender
 to keep its copy, with an Error Comment and one log line saying why:
 
-- 0xC210 Cannot Understand: the data set cannot be decoded, is truncated, or lacks the SOP
-  Class / Instance UIDs (a copy is kept in `spool/rejected/`);
+- 0xC210 Cannot Understand: the data set is not well-formed in the transfer syntax of its
+  presentation context (`app.node.strict_parse`: truncated, trailing bytes, the other VR form),
+  cannot be decoded, or lacks the SOP Class / Instance UIDs (a copy is kept in `spool/rejected/`);
 - 0xA900 Data Set Does Not Match SOP Class: the Study Instance UID is missing or invalid, or the
   data set's SOP UIDs differ from the request's (a copy is kept in `spool/rejected/`);
 - 0xA700 Out of Resources: the spool is full (disk free space under `spool.min_free_bytes`,
   `spool.max_bytes` reached, or the disk filled while writing) or cannot be written.
 
-Associations from calling AE titles not in `dicom.allow_calling_aes` (when set), or calling
-another AE title than the node's (with `dicom.require_called_ae_title`), are rejected by
-pynetdicom's own checks (`require_calling_aet`, `require_called_aet`), with one log line each.
+Connections and associations are admitted by `app.node.admission` (pending-connection limits at
+accept, AE titles and PDU size at the A-ASSOCIATE-RQ, then per-address and total association
+slots), with one log line per rejection and every network value escaped.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE, _config, evt
 from pynetdicom.dsutils import encode_file_meta
 
+from app.node.admission import AdmissionControl, AdmissionLimits, GuardedAssociationServer, install_network_log_filter, printable
 from app.node.config import DicomSettings
 from app.node.destinations import set_tcp_nodelay
 from app.node.grouping import StudyGrouper
@@ -39,6 +41,7 @@ from app.node.metrics import NodeMetrics
 from app.node.priority import UrgencyRules, urgency_reason
 from app.node.sop_classes import supported_contexts
 from app.node.spool import Spool, SpoolError, SpoolFullError
+from app.node.strict_parse import MalformedDataSet, check_encoding
 from app.node.study_archive import StudyArchive
 from operators.dicom_input.image_provenance import own_output_reason
 from operators.dicom_input.study_refs import study_ref, uid_ref
@@ -139,6 +142,17 @@ class StorageSCP:
         self.salt = salt
         self.urgency = urgency
         self.server = None
+        self.admission = AdmissionControl(
+            AdmissionLimits(
+                max_associations=settings.max_associations,
+                max_associations_per_address=settings.max_associations_per_address,
+                max_pending_connections=settings.max_pending_connections,
+                max_pending_per_address=settings.max_pending_per_address,
+                allow_calling_aes=tuple(settings.allow_calling_aes),
+                called_ae_title=settings.ae_title if settings.require_called_ae_title else None,
+            ),
+            acse_timeout_s=settings.acse_timeout_s,
+        )
         self._stats: dict[int, AssociationStats] = {}
         self._lock = threading.Lock()
 
@@ -150,15 +164,18 @@ class StorageSCP:
         _config.LOG_HANDLER_LEVEL = "none"
         _config.LOG_REQUEST_IDENTIFIERS = False
         _config.LOG_RESPONSE_IDENTIFIERS = False
+        install_network_log_filter()
         s = self.settings
         ae = AE(ae_title=s.ae_title)
         ae.supported_contexts = supported_contexts(s.accept_sop_classes)
         ae.maximum_pdu_size = s.max_pdu_bytes
-        ae.maximum_associations = s.max_associations
+        # pynetdicom's own slot count includes connections still negotiating; admission control
+        # counts accepted associations itself (see app.node.admission), so pynetdicom's is set past it.
+        ae.maximum_associations = s.max_associations + s.max_pending_connections
         ae.network_timeout = s.network_timeout_s
-        ae.require_calling_aet = list(s.allow_calling_aes)
-        ae.require_called_aet = s.require_called_ae_title
+        ae.acse_timeout = s.acse_timeout_s
         handlers = [
+            (evt.EVT_REQUESTED, self.on_requested),
             (evt.EVT_REJECTED, self.on_rejected),
             (evt.EVT_ESTABLISHED, self.on_established),
             (evt.EVT_C_ECHO, self.on_echo),
@@ -169,11 +186,17 @@ class StorageSCP:
         if s.tcp_nodelay:
             handlers.insert(0, (evt.EVT_CONN_OPEN, set_tcp_nodelay))
         try:
-            self.server = ae.start_server((s.bind, s.port), block=False, evt_handlers=handlers, ssl_context=server_ssl_context(s))
+            server = ae.make_server(
+                (s.bind, s.port), evt_handlers=handlers, ssl_context=server_ssl_context(s),
+                server_class=GuardedAssociationServer, admission=self.admission, acse_timeout_s=s.acse_timeout_s,
+            )
         except OSError as exc:
             raise OSError(
                 exc.errno, f"cannot listen on {s.bind}:{s.port} (dicom.bind / dicom.port): {exc.strerror or exc}"
             ) from exc
+        ae._servers.append(server)  # as AE.start_server does, so that AE.shutdown() stops it too
+        threading.Thread(target=server.serve_forever, name="dicom-listener", daemon=True).start()
+        self.server = server
         logger.info(
             "DICOM listener %s on %s:%d%s; calling AE titles allowed: %s",
             s.ae_title,
@@ -195,6 +218,31 @@ class StorageSCP:
 
     # ----------------------------------------------------------------------- associations
 
+    def on_requested(self, event: evt.Event) -> None:
+        """At the A-ASSOCIATE-RQ: admission control decides (AE titles, PDU size, then the slots)."""
+        assoc = event.assoc
+        connection = getattr(assoc, "_node_connection", None)
+        if connection is None:  # not from the guarded server: nothing to decide here
+            return
+        request = assoc.requestor.primitive
+        calling = str(request.calling_ae_title).strip()
+        rejection = self.admission.decide(
+            connection, calling, str(request.called_ae_title).strip(), request.maximum_length_received
+        )
+        if rejection is None:
+            sock = getattr(assoc.dul.socket, "socket", None)
+            if sock is not None:
+                sock.settimeout(self.settings.network_timeout_s)
+            return
+        self.admission.settle(connection)
+        self.metrics.associations.labels(result="rejected").inc()
+        logger.warning(
+            "association from AE '%s' (%s) rejected: %s",
+            printable(calling), printable(f"{assoc.requestor.address}:{assoc.requestor.port}"), rejection.reason,
+        )
+        assoc.acse.send_reject(rejection.result, rejection.source, rejection.diagnostic)
+        assoc.kill()
+
     def on_rejected(self, event: evt.Event) -> None:
         """One line per association pynetdicom rejected (allow-list, called AE title, association limit)."""
         assoc = event.assoc
@@ -212,7 +260,7 @@ class StorageSCP:
         else:
             why = f"result source {diagnostic[0]}, diagnostic {diagnostic[1]}"
         self.metrics.associations.labels(result="rejected").inc()
-        logger.warning("association from AE '%s' (%s) rejected: %s", calling, address, why)
+        logger.warning("association from AE '%s' (%s) rejected: %s", printable(calling), printable(address), why)
 
     def on_established(self, event: evt.Event) -> None:
         assoc = event.assoc
@@ -271,6 +319,10 @@ class StorageSCP:
         affected_class = str(request.AffectedSOPClassUID or "").strip()
         affected_instance = str(request.AffectedSOPInstanceUID or "").strip()
         try:
+            try:
+                check_encoding(request.DataSet.getbuffer(), event.context.transfer_syntax)
+            except MalformedDataSet as exc:
+                raise StoreRefused(STATUS_CANNOT_UNDERSTAND, "refused_corrupt", f"the data set cannot be decoded: {exc}") from exc
             try:
                 ds = event.dataset
             except Exception as exc:  # pydicom raises many types on malformed input

@@ -26,6 +26,7 @@ from app.log_privacy import LOG_REDACTOR, SPOOL_PLACEHOLDER
 from app.node.config import NodeConfig
 from app.node.delivery import DeliveryWorker
 from app.node.destinations import DestinationUnreachable, make_destination
+from app.node.eviction import SpoolEvictor
 from app.node.grouping import StudyGrouper, recover_staging
 from app.node.http_endpoint import ObservabilityEndpoint
 from app.node.metrics import NodeMetrics
@@ -76,7 +77,10 @@ class DicomNode:
                 *(d.stow_url if d.is_dicomweb else f"{d.host}:{d.port}" for d in c.destinations),
                 f"{c.dicom.bind}:{c.dicom.port}",
             )
-            self.quota = SpoolQuota(self.layout.root, max_bytes=c.spool.max_bytes, min_free_bytes=c.spool.min_free_bytes)
+            self.quota = SpoolQuota(
+                self.layout.root, max_bytes=c.spool.max_bytes, min_free_bytes=c.spool.min_free_bytes,
+                reserve_per_study=c.spool.result_reserve_bytes, open_studies=self._open_studies,
+            )
         except (SpoolError, UidSaltError) as exc:
             raise NodeStartError(str(exc)) from exc
         self.spool = Spool(self.layout, self.quota)
@@ -88,6 +92,8 @@ class DicomNode:
             quiet_period_s=c.spool.quiet_period_s, retention_s=c.spool.retention_hours * 3600,
             on_maintenance=self.outbox.prune,
         )
+        self.evictor = SpoolEvictor(self.layout, self.quota, busy_refs=self._busy_refs)
+        self.spool.make_room = self.evictor.make_room
         self.deliveries = [
             DeliveryWorker(
                 make_destination(d, c.dicom.ae_title, tcp_nodelay=c.dicom.tcp_nodelay), d.describe(), self.outbox, c.delivery, self.metrics
@@ -101,6 +107,15 @@ class DicomNode:
             urgency=UrgencyRules.from_settings(c.processing.urgent_priority_values, c.processing.urgent_keywords),
         )
         self.runner: StudyRunner | None = None
+
+    def _busy_refs(self) -> set[str]:
+        """Studies being received, queued or analysed (their kept instances must stay)."""
+        return self.queue.busy_refs() | self.grouper.pending_refs()
+
+    def _open_studies(self) -> int:
+        """Acknowledged studies whose results are not written yet (each has space reserved for them)."""
+        grouper, queue = getattr(self, "grouper", None), getattr(self, "queue", None)
+        return (grouper.pending() if grouper else 0) + (len(queue.busy_refs()) if queue else 0)
 
     # ----------------------------------------------------------------------- start / stop
 
@@ -276,12 +291,12 @@ class DicomNode:
         if not self.started:
             problems["model"] = "the model is not loaded yet"
         if not self.layout.writable():
-            problems["spool"] = f"{self.layout.root} is not writable"
+            problems["spool"] = f"refusing new instances: {self.layout.root} is not writable"
         else:
             try:
-                self.quota.check(0)
+                self.spool.ensure_room(self.quota.last_instance_bytes)
             except (SpoolFullError, SpoolError) as exc:
-                problems["spool"] = str(exc)
+                problems["spool"] = f"refusing new instances: {exc}"
         for worker in self.deliveries:
             problem = self._reachable(worker)
             if problem:
@@ -303,6 +318,8 @@ class DicomNode:
             problem = f"{type(exc).__name__}: {exc}"
         with self._reachability_lock:
             self._reachability[worker.name] = (time.monotonic(), problem)
+        if problem is None:
+            worker.destination_answered("it answers the readiness check's C-ECHO again")
         return problem
 
     def request_stop(self) -> None:

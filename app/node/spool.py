@@ -31,7 +31,7 @@ import shutil
 import threading
 import time
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -142,7 +142,8 @@ class SpoolLayout:
             return False
 
 
-def _mib(value: int) -> str:
+def mib(value: int) -> str:
+    """A byte count for messages: 12.3 MiB."""
     return f"{value / 1048576:.1f} MiB"
 
 
@@ -151,19 +152,39 @@ class SpoolQuota:
 
     The spool's size is measured by walking it (`rescan`, done periodically off the receive path)
     plus the bytes stored since; the free space of the disk is asked for on every instance.
+    Before another instance is acknowledged, `reserve_per_study` bytes stay free for the results of
+    every study already acknowledged and not yet finished (`open_studies()`, plus the one this
+    instance may start), so a full disk never costs an acknowledged study its report.
     """
 
-    def __init__(self, root: Path, *, max_bytes: int | None, min_free_bytes: int):
+    def __init__(
+        self,
+        root: Path,
+        *,
+        max_bytes: int | None,
+        min_free_bytes: int,
+        reserve_per_study: int = 0,
+        open_studies: Callable[[], int] | None = None,
+    ):
         self.root = Path(root)
         self.max_bytes = max_bytes
         self.min_free_bytes = min_free_bytes
+        self.reserve_per_study = reserve_per_study
+        self.open_studies = open_studies or (lambda: 0)
         self._lock = threading.Lock()
         self._scanned = 0
         self._added = 0
         self._free = 0
         self._free_at = float("-inf")
         self._added_at_free = 0
+        self.last_instance_bytes = 0
+        """Size of the last instance stored: what /readyz checks there is room for."""
         self.rescan()
+
+    def reserved(self) -> tuple[int, int]:
+        """(bytes kept free for results, the number of studies they are for)."""
+        studies = self.open_studies() + 1
+        return self.reserve_per_study * studies, studies
 
     def rescan(self) -> int:
         """Measure the spool's size on disk now (files linked twice count once); return it."""
@@ -193,6 +214,13 @@ class SpoolQuota:
     def added(self, nbytes: int) -> None:
         with self._lock:
             self._added += nbytes
+            self.last_instance_bytes = nbytes
+
+    def removed(self, nbytes: int) -> None:
+        """`nbytes` were deleted from the spool: count them out, and ask the OS for free space anew."""
+        with self._lock:
+            self._added -= nbytes
+            self._free_at = float("-inf")
 
     def free_bytes(self) -> int:
         """Free space of the spool's disk; asked of the OS at most every FREE_SPACE_REFRESH_S.
@@ -215,17 +243,19 @@ class SpoolQuota:
     def check(self, nbytes: int) -> None:
         """SpoolFullError (naming the setting) when `nbytes` more would not fit."""
         free = self.free_bytes()
-        if free - nbytes < self.min_free_bytes:
+        reserve, studies = self.reserved()
+        if free - nbytes - reserve < self.min_free_bytes:
             raise SpoolFullError(
-                f"the disk holding the spool is full: {_mib(free)} free, this instance needs {_mib(nbytes)} and "
-                f"spool.min_free_bytes keeps {_mib(self.min_free_bytes)} free; free disk space or move spool.path"
+                f"the disk holding the spool is full: {mib(free)} free, this instance needs {mib(nbytes)}, "
+                f"{mib(reserve)} are kept for the results of {studies} study(ies) (spool.result_reserve_bytes each) "
+                f"and spool.min_free_bytes keeps {mib(self.min_free_bytes)} free"
             )
         if self.max_bytes is not None:
             usage = self.usage()
-            if usage + nbytes > self.max_bytes:
+            if usage + nbytes + reserve > self.max_bytes:
                 raise SpoolFullError(
-                    f"the spool holds {_mib(usage)}; {_mib(nbytes)} more would pass spool.max_bytes "
-                    f"({_mib(self.max_bytes)}); wait for studies to be processed or raise the quota"
+                    f"the spool holds {mib(usage)}; {mib(nbytes)} more plus {mib(reserve)} kept for the results of "
+                    f"{studies} study(ies) (spool.result_reserve_bytes each) would pass spool.max_bytes ({mib(self.max_bytes)})"
                 )
 
 
@@ -244,6 +274,8 @@ class Spool:
     def __init__(self, layout: SpoolLayout, quota: SpoolQuota):
         self.layout = layout
         self.quota = quota
+        self.make_room: Callable[[int], int] | None = None
+        """Frees evictable space when the quota says no (`SpoolEvictor.make_room`); None: refuse at once."""
         self._stripes = [threading.Lock() for _ in range(LOCK_STRIPES)]
 
     def lock_for(self, ref: str) -> threading.Lock:
@@ -261,7 +293,7 @@ class Spool:
         study_dir = self.layout.incoming_study(ref)
         instances = study_dir / INSTANCES
         with self.lock_for(ref):
-            self.quota.check(nbytes)
+            self.ensure_room(nbytes)
             first = not instances.is_dir()
             try:
                 if first:
@@ -279,12 +311,27 @@ class Spool:
         self.quota.added(nbytes)
         return StoredInstance(target, nbytes, first)
 
+    def ensure_room(self, nbytes: int) -> None:
+        """Return when `nbytes` more fit (evicting what is safe elsewhere, if needed); SpoolFullError otherwise."""
+        try:
+            self.quota.check(nbytes)
+        except SpoolFullError:
+            if self.make_room is None:
+                raise
+            self.make_room(nbytes)
+
     def keep_rejected(self, chunks: Iterable[bytes | memoryview], details: dict) -> Path | None:
         """Keep refused C-STORE data for inspection in `rejected/`; None (with a log line) if impossible."""
+        chunks = list(chunks)
+        try:
+            self.ensure_room(sum(len(c) for c in chunks) + 4096)
+        except SpoolFullError as exc:
+            logger.warning("the refused data is not kept in %s: %s", self.layout.rejected, exc)
+            return None
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
         base = self.layout.rejected / f"{stamp}-{secrets.token_hex(3)}"
         try:
-            write_file_durably(base.with_suffix(".dcm"), list(chunks), staging_dir=self.layout.tmp)
+            write_file_durably(base.with_suffix(".dcm"), chunks, staging_dir=self.layout.tmp)
             write_json_durably(base.with_suffix(".json"), details)
         except OSError as exc:
             logger.error("could not keep the refused data in %s: %s", self.layout.rejected, exc.strerror or exc)
