@@ -25,7 +25,7 @@ from pynetdicom import AE, _config
 from pynetdicom.dsutils import encode
 
 from app.node.strict_parse import MalformedDataSet, check_encoding
-from operators.study_refs import study_ref, uid_ref
+from operators.dicom_input.study_refs import study_ref, uid_ref
 from tests.fixtures_dicom import image_dataset
 from tests.fixtures_node import node_config, running_node
 
