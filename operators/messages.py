@@ -305,7 +305,7 @@ class SegmentDefinition:
     """One segment of a specialist's segmentation: what its pixels are, coded, and how they were found.
 
     `category` and `property_type` are the DICOM Segmented Property Category and Type (CID 7150 /
-    CID 7151 where a code exists there); `display_colour` is the recommended RGB colour (0-255) a
+    CID 7151 where a code exists there); `algorithm_family` is a CID 7162 Algorithm Family code; `display_colour` is the recommended RGB colour (0-255) a
     viewer draws the segment in; `measurements` are the specialist's numbers about this segment
     (the SR writes them with the segment's reference, TID 1410).
     """
@@ -315,6 +315,7 @@ class SegmentDefinition:
     property_type: Code
     algorithm_name: str
     algorithm_version: str
+    algorithm_family: Code
     display_colour: tuple[int, int, int]
     measurements: tuple[MeasuredValue, ...] = ()
 

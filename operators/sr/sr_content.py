@@ -76,6 +76,7 @@ from operators.messages import (
     FindingGroup,
     ImageSource,
     InstanceFile,
+    MeasuredValue,
     SeriesAnalysis,
     StudyAnalysis,
 )
@@ -153,6 +154,34 @@ class SeriesFindings:
 
 
 @dataclass(frozen=True)
+class SegmentFindings:
+    """What the report says about one segment of a written Segmentation (one TID 1410 group).
+
+    `segmentation` is the Segmentation instance and the frame that holds the segment;
+    `tracking_uid` is the segment's Tracking UID in the Segmentation, so the two stay linked.
+    """
+
+    tracking_identifier: str
+    tracking_uid: str
+    segmentation: ImageSource
+    segment_number: int
+    source_image: ImageSource
+    category: Code
+    property_type: Code
+    algorithm_name: str
+    algorithm_version: str
+    measurements: tuple[MeasuredValue, ...] = ()
+
+
+@dataclass(frozen=True)
+class SegmentationEvidence:
+    """A Segmentation built for the study (not yet written) and the report's groups about its segments."""
+
+    dataset: Dataset
+    segments: tuple[SegmentFindings, ...]
+
+
+@dataclass(frozen=True)
 class ReportFindings:
     """What a report says, in plain values: groups, evidence (SOP class, SOP instance), narrative."""
 
@@ -161,6 +190,8 @@ class ReportFindings:
     narrative: tuple[str, ...]
     #: The specialists' measurement groups, in the order they ran (see the last section below).
     specialist_groups: tuple[FindingGroup, ...] = ()
+    #: One group per segment of the study's Segmentations, in writing order.
+    segment_groups: tuple[SegmentFindings, ...] = ()
 
 
 def _probabilities(analysis: StudyAnalysis, index: int, series: SeriesAnalysis) -> np.ndarray:
