@@ -198,7 +198,6 @@ def build_segmentation(
             tracking_identifier=tracking_id(found.tracking_identifier, number),
             tracking_uid=uid,
             segmentation=ImageSource(reference.sop_class_uid, reference.sop_instance_uid, number),
-            segment_number=number,
             source_image=ImageSource(str(source.SOPClassUID), str(source.SOPInstanceUID), None),
             category=segment.category,
             property_type=segment.property_type,
