@@ -256,3 +256,28 @@ def test_a_map_run_writes_sr_capture_and_segmentation_for_the_burn_study_only(tm
     (report,) = [p for p in out.glob("SR-*.dcm") if pydicom.dcmread(p, stop_before_pixels=True).StudyInstanceUID == burn_study]
     (seg,) = out.glob("SEG-*.dcm")
     assert {g.segmentation.sop_instance_uid for g in read_findings(report).segment_groups} == {pydicom.dcmread(seg).SOPInstanceUID}
+
+
+# --------------------------------------------------------------------------- the DICOM node
+
+
+def test_the_node_queues_the_segmentation_with_the_report_for_delivery(tmp_path, photo):
+    from app.node.outbox import Outbox
+    from app.node.result_identity import ResultIdentity
+    from app.node.runner import job_result
+    from app.node.spool import SpoolLayout
+    from app.node.work_queue import Job
+    from app.run import RunReport
+
+    analysis, _ = burn_study_and_photograph(tmp_path, photo, [0.2] * 5)
+    outcome = write_study_report(analysis, tmp_path / "output", None, DEVICE)
+    result = job_result(RunReport(outcomes=(outcome,)))
+    names = [o.path.name for o in result.outputs]
+    assert names == ["SC-st-burn0001-1.dcm", "SEG-st-burn0001-1.dcm", "SR-st-burn0001.dcm"]
+    layout = SpoolLayout(tmp_path / "spool")
+    layout.create()
+    outbox = Outbox(layout, ["pacs"])
+    job = Job(job_id="20260101T000000000000-st-burn0001", study_ref="st-burn0001")
+    entry = outbox.commit(job, result.files, [ResultIdentity.of(o) for o in result.outputs])
+    assert entry.unsent("pacs") == names
+    assert [r.document.sop_class_uid for r in outbox.outputs_of(job.job_id)].count(SEGMENTATION_STORAGE) == 1
