@@ -10,6 +10,7 @@ read back with `operators.sr.sr_readback.read_findings`. The end-to-end test run
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from app.cli import EXIT_OK, map_main
 from app.sample_studies import build_sample_studies
 from operators.messages import OutputKind
 from operators.outputs.dicom_output import write_dataset_atomically
+from operators.outputs.result_json import findings_document
 from operators.phi.deidentify import export_study
 from operators.segmentations.segmentation import (
     SegmentationBuildError,
@@ -168,9 +170,14 @@ def test_the_sr_references_every_segment_and_reads_back(tmp_path, photo):
 
 def test_the_writer_files_sr_capture_and_segmentation_into_the_study(tmp_path, photo):
     analysis, _ = burn_study_and_photograph(tmp_path, photo, [0.2] * 5)
-    outcome = write_study_report(analysis, tmp_path / "out", None, DEVICE)
+    outcome = write_study_report(analysis, tmp_path / "out", tmp_path / "json", DEVICE)
     kinds = [o.kind for o in outcome.outputs]
-    assert kinds == [OutputKind.REPORT, OutputKind.CAPTURE, OutputKind.SEGMENTATION]
+    assert kinds == [OutputKind.REPORT, OutputKind.CAPTURE, OutputKind.SEGMENTATION, OutputKind.RESULTS_JSON]
+    (json_path,) = outcome.files(OutputKind.RESULTS_JSON)
+    results = json.loads(json_path.read_text())
+    assert results["findings"] == findings_document(read_findings(outcome.files(OutputKind.REPORT)[0]))
+    assert [s["segmentation_frame"] for s in results["findings"]["segments"]] == list(range(1, len(CONFIG.colour.classes) + 2))
+    outcome.outputs.pop()  # the DICOM outputs below
     (seg_path,) = outcome.files(OutputKind.SEGMENTATION)
     assert seg_path.name == "SEG-st-burn0001-1.dcm"
     assert {o.document.study_instance_uid for o in outcome.outputs} == {analysis.study.header.StudyInstanceUID}
