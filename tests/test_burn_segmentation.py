@@ -139,6 +139,16 @@ def test_a_label_map_that_is_not_a_copy_of_its_photograph_is_refused(tmp_path, p
         build_study_segmentations(analysis, DEVICE)
 
 
+def test_a_frame_of_a_multi_frame_image_gets_no_segmentation_and_one_log_line(tmp_path, photo, monkeypatch, caplog):
+    analysis, _ = burn_study_and_photograph(tmp_path, photo, [0.2] * 5)
+    header = pydicom.dcmread(analysis.series[0].selection.series.instances[0].path, stop_before_pixels=True)
+    header.NumberOfFrames = 2
+    monkeypatch.setattr("operators.segmentations.segmentation._source_header", lambda analysis, source: header)
+    assert build_study_segmentations(analysis, DEVICE) == []
+    (line,) = [r.getMessage() for r in caplog.records if "multi-frame" in r.getMessage()]
+    assert line.startswith("study st-burn0001, segmentation '#1.1 Burn analysis") and header.SOPInstanceUID not in line
+
+
 def test_the_sr_references_every_segment_and_reads_back(tmp_path, photo):
     analysis, _ = burn_study_and_photograph(tmp_path, photo, [0.05, 0.1, 0.2, 0.25, 0.4])
     segmentations = build_study_segmentations(analysis, DEVICE)
