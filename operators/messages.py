@@ -300,12 +300,53 @@ class SpecialistCapture:
     derivation: str
 
 
+@dataclass(frozen=True)
+class SegmentDefinition:
+    """One segment of a specialist's segmentation: what its pixels are, coded, and how they were found.
+
+    `category` and `property_type` are the DICOM Segmented Property Category and Type (CID 7150 /
+    CID 7151 where a code exists there); `algorithm_family` is a CID 7162 Algorithm Family code; `display_colour` is the recommended RGB colour (0-255) a
+    viewer draws the segment in; `measurements` are the specialist's numbers about this segment
+    (the SR writes them with the segment's reference, TID 1410).
+    """
+
+    label: str
+    category: Code
+    property_type: Code
+    algorithm_name: str
+    algorithm_version: str
+    algorithm_family: Code
+    display_colour: tuple[int, int, int]
+    measurements: tuple[MeasuredValue, ...] = ()
+
+
+@dataclass
+class SpecialistSegmentation:
+    """A label map a specialist computed on one analysed image, for a DICOM Segmentation.
+
+    `labels` (H, W, unsigned integers) holds 0 where no segment is and n where segment
+    `segments[n - 1]` is. It may be computed on a reduced copy of the source image with the same
+    aspect ratio: the Segmentation is always written at the source image's own Rows × Columns, the
+    labels resampled nearest-neighbour by pixel centres (`operators.segmentations`), so each
+    source pixel takes the label of the reduced-copy pixel it lies in. `tracking_identifier` names
+    the finding group of the same image, so the report ties the segments to it.
+    """
+
+    source: ImageSource
+    labels: np.ndarray
+    segments: tuple[SegmentDefinition, ...]
+    series_description: str
+    content_label: str
+    tracking_identifier: str
+
+
 @dataclass
 class SpecialistFindings:
-    """What one specialist found in a study: measurement groups, narrative lines, summary lines, captures.
+    """What one specialist found in a study: measurement groups, narrative, summary, captures, segmentations.
 
     `narrative` lines go into the SR's narrative as they are (product words, no identifiers);
-    `summary` lines are the run summary's (one per finding, no identifiers).
+    `summary` lines are the run summary's (one per finding, no identifiers); each segmentation
+    becomes a DICOM Segmentation of its source image that the SR references.
     """
 
     specialist: str
@@ -313,6 +354,7 @@ class SpecialistFindings:
     narrative: tuple[str, ...] = ()
     summary: tuple[FindingSummary, ...] = ()
     captures: tuple[SpecialistCapture, ...] = ()
+    segmentations: tuple[SpecialistSegmentation, ...] = ()
 
 
 # --------------------------------------------------------------------------- inference

@@ -1,4 +1,9 @@
-"""SRWriter: the report of each analysed study, written atomically into the output folder."""
+"""SRWriter: the report of each analysed study, written atomically into the output folder.
+
+Per study: `SR-<ref>.dcm` (the report), `SC-<ref>-<n>.dcm` (viewable Secondary Captures) and, where
+a specialist computed a label map (the burn wound map), `SEG-<ref>-<n>.dcm` (DICOM Segmentations the
+report references). Everything is built in memory before the first file is written.
+"""
 
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ from operators.outputs.result_json import write_result_json
 from operators.sr.sr_content import DeviceIdentity, build_report, report_findings
 from operators.study_batch import advance
 from operators.captures.study_captures import build_study_captures, write_study_captures
+from operators.segmentations.segmentation import build_study_segmentations, write_study_segmentations
 
 logger = logging.getLogger("biomedclip_map.sr_writer")
 
@@ -44,25 +50,30 @@ THIS_DEVICE = DeviceIdentity(
 def write_study_report(
     analysis: StudyAnalysis, output_dir: Path, results_json_dir: Path | None, device: DeviceIdentity = THIS_DEVICE
 ) -> StudyOutcome:
-    """Build the study's SR and viewable images, write them (and the JSON results where configured), say what was written."""
+    """Build the study's SR, viewable images and Segmentations, write them (and the JSON results where configured), say what was written."""
     identity = report_identity(analysis.study.header)
     if identity.fixes:
         logger.warning(
             "study %s: source header values the outputs cannot carry as they are: %s",
             analysis.study.ref, "; ".join(fix.describe() for fix in identity.fixes),
         )
+    # The specialists' label maps as Segmentations, built first: the report references their segments.
+    segmentations = build_study_segmentations(analysis, device, identity)
     # clinical_context was built from the study's free text and scrubbed by the PHIScrubber.
     report = build_report(
-        analysis, device=device, complete=analysis.left_out == 0, extra_text=analysis.clinical_context, identity=identity
+        analysis, device=device, complete=analysis.left_out == 0, extra_text=analysis.clinical_context,
+        identity=identity, segmentations=segmentations,
     )
     # The JSON results are the same findings the SR holds (computed the same way, from the same analysis).
-    written = report_findings(analysis, extra_text=analysis.clinical_context)
+    written = report_findings(analysis, extra_text=analysis.clinical_context, segmentations=segmentations)
     captures = build_study_captures(analysis, device, identity)  # viewable images, built before anything is written
     ref = analysis.study.ref
     name = f"SR-{ref}.dcm"
     outputs = [OutputFile(write_dataset_atomically(report, output_dir, name), OutputKind.REPORT, document_of(report))]
     for path, capture in zip(write_study_captures(captures, output_dir, ref), captures):
         outputs.append(OutputFile(path, OutputKind.CAPTURE, document_of(capture)))
+    for path, segmentation in zip(write_study_segmentations(segmentations, output_dir, ref), segmentations):
+        outputs.append(OutputFile(path, OutputKind.SEGMENTATION, document_of(segmentation.dataset)))
     if results_json_dir is not None:
         outputs.append(OutputFile(write_result_json(analysis, written, results_json_dir, name), OutputKind.RESULTS_JSON))
     findings = [FindingSummary(s.selection.selection_name, f"{s.top_label} {s.top_probability:.0%}") for s in analysis.series]

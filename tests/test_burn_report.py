@@ -78,7 +78,7 @@ def burn_study_and_photograph(
     found = analyse_photograph(analysed, image, np.asarray(depth, np.float32), config, identity)
     burn = BurnFindings(CONFIG.depth.task, [found], depth_method(CONFIG.depth.task))
     analysis = StudyAnalysis(study=study, series=[analysed], model=identity, backend="onnxruntime-cpu")
-    analysis.specialists.append(burn_specialist_findings([AnalysedBurnSeries(1, analysed, burn)], identity))
+    analysis.specialists.append(burn_specialist_findings([AnalysedBurnSeries(1, analysed, burn)], identity, config.colour))
     return analysis, found
 
 

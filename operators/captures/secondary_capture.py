@@ -52,7 +52,7 @@ def _text(header: Dataset, keyword: str) -> str | None:
     return None if value in (None, "") else str(value)
 
 
-def _patient_orientation(source: Dataset) -> list[str] | str:
+def patient_orientation(source: Dataset) -> list[str] | str:
     """The source's Patient Orientation when it is a valid pair of biped directions, else empty (Type 2)."""
     value = source.get("PatientOrientation")
     values = list(value) if isinstance(value, (list, tuple, pydicom.multival.MultiValue)) else [value] if value else []
@@ -154,7 +154,7 @@ def build_secondary_capture(
         raise CaptureBuildError(f"study {study_ref}: the Secondary Capture cannot be built: {exc}") from exc
     identity.apply_to(capture)
     capture.SpecificCharacterSet = "ISO_IR 192"
-    capture.PatientOrientation = _patient_orientation(source_header)
+    capture.PatientOrientation = patient_orientation(source_header)
     capture.ConversionType = "WSD"
     if "Laterality" not in capture:
         capture.Laterality = ""  # Type 2C in General Series: present, empty when the source's is unknown

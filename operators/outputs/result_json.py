@@ -1,7 +1,8 @@
 """Machine-readable results (JSON) for integrations, written only where the configuration says.
 
 The JSON is a serialisation of the same findings the SR holds (`operators.sr.sr_content.ReportFindings`:
-the zero-shot series groups, every specialist's groups and the narrative), so that an integration
+the zero-shot series groups, every specialist's groups, the segments of the study's Segmentations
+and the narrative), so that an integration
 reading the JSON and a viewer reading the SR see the same values; `findings_document` of a report
 read back with `operators.sr.sr_readback.read_findings` equals the JSON's `findings`.
 
@@ -17,7 +18,7 @@ from pathlib import Path
 from common.atomic_files import Durability, write_json_atomically
 from common.codes import Code
 from operators.messages import FindingGroup, ImageSource, StudyAnalysis
-from operators.sr.sr_content import ReportFindings, SeriesFindings
+from operators.sr.sr_content import ReportFindings, SegmentFindings, SeriesFindings
 
 
 def _code(code: Code | None) -> dict | None:
@@ -63,11 +64,27 @@ def _specialist_group(group: FindingGroup) -> dict:
     }
 
 
+def _segment_group(group: SegmentFindings) -> dict:
+    """A segment of a Segmentation the report references, without UIDs (the frame names the segment)."""
+    return {
+        "tracking_identifier": group.tracking_identifier,
+        "segmentation_frame": group.segmentation.frame,
+        "category": _code(group.category),
+        "property_type": _code(group.property_type),
+        "measurements": [
+            {"concept": _code(m.concept), "value": m.value, "unit": _code(m.unit), "method": _code(m.method)}
+            for m in group.measurements
+        ],
+        "algorithm": {"name": group.algorithm_name, "version": group.algorithm_version},
+    }
+
+
 def findings_document(findings: ReportFindings) -> dict:
-    """What a report says (series groups, specialist groups, narrative) as plain JSON values."""
+    """What a report says (series groups, specialist groups, segment groups, narrative) as plain JSON values."""
     return {
         "series": [_series_group(group) for group in findings.series],
         "specialist_groups": [_specialist_group(group) for group in findings.specialist_groups],
+        "segments": [_segment_group(group) for group in findings.segment_groups],
         "narrative": list(findings.narrative),
     }
 

@@ -36,7 +36,9 @@ Not applied: the Clean Pixel Data option. Instances whose pixels may show who th
 (Burned In Annotation or Recognizable Visual Features YES, or a photograph that declares neither;
 the product's captures of such images declare YES) are therefore not exported (one log line each),
 and the exported files' references to them are removed; the exported SR says how many and why
-(`operators.phi.withheld_instances`). The product's own SR has no pixels; its clinical-context line,
+(`operators.phi.withheld_instances`). A Segmentation (the product's burn wound map) has no pixels
+of its image but is defined on it, so it is left out with an image that is left out (one log
+line), and the SR loses its references to both. The product's own SR has no pixels; its clinical-context line,
 which quotes the source's free text, is replaced by a sentence saying it is left out. Patient
 Identity Removed is YES and De-identification Method (Code Sequence) lists the profile and the
 options above in every exported file.
@@ -67,7 +69,14 @@ from pydicom.sequence import Sequence as DicomSequence
 from operators.phi.clinical_context import CONTEXT_INTRO
 from operators.outputs.dicom_output import write_dataset_atomically
 from operators.phi.phi_text import TextScrubber, identifiers_from_headers
-from operators.phi.withheld_instances import Withheld, left_out_sentence, note_left_out, pixels_may_identify, remove_references
+from operators.phi.withheld_instances import (
+    Withheld,
+    left_out_sentence,
+    note_left_out,
+    pixels_may_identify,
+    remove_references,
+    segmentation_of_withheld,
+)
 
 logger = logging.getLogger("biomedclip_map.deid_export")
 
@@ -482,11 +491,19 @@ def export_study(
         verdict = pixels_may_identify(dataset)
         if verdict is not None and "SOPInstanceUID" in dataset:
             withheld[str(dataset.SOPInstanceUID)] = verdict[0]
+    for _, _, dataset in originals:  # after the images: a Segmentation goes with the image it segments
+        if str(dataset.get("SOPInstanceUID", "")) not in withheld and segmentation_of_withheld(dataset, withheld):
+            withheld[str(dataset.SOPInstanceUID)] = Withheld.SOURCE_WITHHELD
     anonymizer = study_anonymizer()
     numbers: dict[str, int] = {}
     for kind, path, dataset in originals:
         numbers[kind] = numbers.get(kind, 0) + 1
         where = f"study {study_ref}, {kind} #{numbers[kind]}"
+        if withheld.get(str(dataset.get("SOPInstanceUID", ""))) is Withheld.SOURCE_WITHHELD:
+            export.left_out.append(
+                f"{where}: a Segmentation of an image that is left out of this export; the Segmentation is not exported"
+            )
+            continue
         if str(dataset.get("SOPInstanceUID", "")) not in withheld:
             found = remove_references(dataset, withheld)
             if found and "ContentSequence" in dataset:

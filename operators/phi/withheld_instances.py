@@ -12,9 +12,15 @@ it lose those references:
   like its source; a capture of a CT or radiograph declares NO for both and is exported.
 - **References** (`remove_references`): SR content items that reference a withheld instance
   (IMAGE, COMPOSITE, WAVEFORM), the Image Library Groups and other containers left empty by that
-  (TID 1500's Image Library itself stays, empty), and flat or hierarchical reference items
-  (Current Requested Procedure Evidence, Pertinent Other Evidence, Source Image Sequence and the
-  like), with the series and study items left empty.
+  (TID 1500's Image Library itself stays, empty), ROI measurement groups (TID 1410/1411: the
+  report's groups about the segments of a Segmentation) that lose their segment or source image,
+  and flat or hierarchical reference items (Current Requested Procedure Evidence, Pertinent Other
+  Evidence, Source Image Sequence and the like), with the series and study items left empty.
+- **Segmentations** (`segmentation_of_withheld`) are left out with the image they segment: their
+  frames are defined on it (without those references a Segmentation is invalid) and without it
+  they show nothing. The product's own Segmentation also declares Recognizable Visual Features as
+  its photograph does (a skin segment traces the skin's outline, a face's included) and Burned In
+  Annotation NO (masks hold no text).
 - **What the report says** (`note_left_out`): one TEXT item in the SR's narrative saying how many
   referenced instances are absent and why, so a reader of the copy knows the evidence is incomplete.
 """
@@ -36,12 +42,18 @@ class Withheld(str, Enum):
 
     BURNED_IN = "burned-in annotation"
     RECOGNIZABLE = "recognisable visual features"
+    SOURCE_WITHHELD = "a segmented image that is left out"
 
 
 #: SR value types that reference another instance (PS3.3 C.17.3).
 _REFERENCE_VALUE_TYPES = frozenset({"IMAGE", "COMPOSITE", "WAVEFORM"})
 #: Items that only group references: they go when pruning leaves them without any.
 _GROUPING_SEQUENCES = ("ReferencedSOPSequence", "ReferencedSeriesSequence", "ContentSequence")
+#: Segmentation Storage (BINARY/FRACTIONAL) and Label Map Segmentation Storage.
+SEGMENTATION_CLASSES = frozenset({"1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.66.7"})
+#: ROI measurement groups (TID 1410 planar, TID 1411 volumetric) measure a region or segment of a
+#: referenced instance: without that reference they measure nothing, so they go with it.
+_ROI_GROUP_TEMPLATES = frozenset({"1410", "1411"})
 #: TID 1500 requires its Image Library (DCM 111028) even when it lists no image.
 _REQUIRED_CONTAINERS = frozenset({("111028", "DCM")})
 
@@ -67,6 +79,23 @@ def pixels_may_identify(dataset: Dataset) -> tuple[Withheld, str] | None:
     return None
 
 
+def segmentation_of_withheld(dataset: Dataset, withheld: Mapping[str, Withheld]) -> bool:
+    """Whether `dataset` is a Segmentation of an instance that is withheld.
+
+    A Segmentation's frames are defined on its source image (the Referenced Series Sequence and
+    the Derivation Image items): without them it is not a valid Segmentation, and without the image
+    it segments it shows nothing, so it is left out with its source rather than cut loose from it.
+    """
+    if str(dataset.get("SOPClassUID", "")) not in SEGMENTATION_CLASSES:
+        return False
+    referenced = {
+        str(instance.get("ReferencedSOPInstanceUID", ""))
+        for series in dataset.get("ReferencedSeriesSequence", []) or []
+        for instance in series.get("ReferencedInstanceSequence", []) or []
+    }
+    return bool(referenced & set(withheld))
+
+
 def _referenced_uids(item: Dataset) -> set[str]:
     uids = {str(item.ReferencedSOPInstanceUID)} if "ReferencedSOPInstanceUID" in item else set()
     if str(item.get("ValueType", "")) in _REFERENCE_VALUE_TYPES:
@@ -77,6 +106,16 @@ def _referenced_uids(item: Dataset) -> set[str]:
 def _concept(item: Dataset) -> tuple[str, str] | None:
     names = item.get("ConceptNameCodeSequence") or []
     return (str(names[0].CodeValue), str(names[0].CodingSchemeDesignator)) if names else None
+
+
+def _direct_references(item: Dataset) -> int:
+    """How many content items directly under `item` reference an instance."""
+    return sum(1 for child in item.get("ContentSequence", []) or [] if str(child.get("ValueType", "")) in _REFERENCE_VALUE_TYPES)
+
+
+def _is_roi_group(item: Dataset) -> bool:
+    templates = item.get("ContentTemplateSequence") or []
+    return bool(templates) and str(templates[0].get("TemplateIdentifier", "")) in _ROI_GROUP_TEMPLATES
 
 
 def _emptied(item: Dataset, before: set[str]) -> bool:
@@ -111,8 +150,10 @@ def remove_references(dataset: Dataset, withheld: Mapping[str, Withheld]) -> dic
                 found.update(hits)
                 continue
             before = {keyword for keyword in _GROUPING_SEQUENCES if keyword in item}
+            references = _direct_references(item)
             found.update(remove_references(item, withheld))
-            if not _emptied(item, before):
+            lost_roi = _is_roi_group(item) and _direct_references(item) < references
+            if not lost_roi and not _emptied(item, before):
                 kept.append(item)
         if len(kept) < len(element.value):
             if kept:

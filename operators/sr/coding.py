@@ -184,6 +184,13 @@ YES = Code("SCT", "373066001", "Yes")
 NO = Code("SCT", "373067005", "No")
 UNKNOWN = Code("SCT", "261665006", "Unknown")
 
+#: Segmented Property Categories (CID 7150) and the skin type (CID 7151/7166), and the algorithm
+#: family of per-pixel colour classification (CID 7162), for the wound map's Segmentation.
+ANATOMICAL_STRUCTURE = Code("SCT", "91723000", "Anatomical Structure")
+MORPHOLOGICALLY_ABNORMAL_STRUCTURE = Code("SCT", "49755003", "Morphologically Abnormal Structure")
+SKIN = Code("SCT", "39937001", "Skin")
+MULTISPECTRAL_PROCESSING = Code("DCM", "123108", "Multispectral Processing")
+
 #: Laterality of a finding site (SNOMED CT), by the DICOM Laterality value.
 LATERALITY = {"L": Code("SCT", "7771000", "Left"), "R": Code("SCT", "24028007", "Right")}
 

@@ -14,6 +14,8 @@ The report is a Comprehensive 3D SR (highdicom `Comprehensive3DSR`) whose conten
 - specialist measurement groups: the groups each specialist returned (`operators.specialists`;
   the burn specialist's give the depth, wound areas, %TBSA estimate and flags per photograph), written
   generically (see the last section of this module);
+- segment groups: one TID 1410 Planar ROI group per segment of the study's DICOM Segmentations
+  (`operators.segmentations`; the burn wound map), referencing the segment and its source image;
 - qualitative evaluations (root-level container of TID 1500): narrative TEXT items saying that
   the result is AI-generated and requires clinician review, which model and backend produced it,
   how each series was preprocessed, and, for an untrained model, that the result is meaningless.
@@ -55,9 +57,12 @@ from highdicom.sr import (
     NumContentItem,
     ObservationContext,
     ObserverContext,
+    PlanarROIMeasurementsAndQualitativeEvaluations,
     QualitativeEvaluation,
+    ReferencedSegmentationFrame,
     RelationshipTypeValues,
     SourceImageForMeasurementGroup,
+    SourceImageForSegmentation,
     TextContentItem,
     TrackingIdentifier,
     UIDRefContentItem,
@@ -76,6 +81,7 @@ from operators.messages import (
     FindingGroup,
     ImageSource,
     InstanceFile,
+    MeasuredValue,
     SeriesAnalysis,
     StudyAnalysis,
 )
@@ -153,6 +159,35 @@ class SeriesFindings:
 
 
 @dataclass(frozen=True)
+class SegmentFindings:
+    """What the report says about one segment of a written Segmentation (one TID 1410 group).
+
+    `segmentation` is the Segmentation instance and the frame that holds the segment (the Image SOP
+    Instance Reference gives a frame or a segment number, never both; frame n of the product's
+    Segmentations holds segment n); `tracking_uid` is the segment's Tracking UID in the
+    Segmentation, so the two stay linked.
+    """
+
+    tracking_identifier: str
+    tracking_uid: str
+    segmentation: ImageSource
+    source_image: ImageSource
+    category: Code
+    property_type: Code
+    algorithm_name: str
+    algorithm_version: str
+    measurements: tuple[MeasuredValue, ...] = ()
+
+
+@dataclass(frozen=True)
+class SegmentationEvidence:
+    """A Segmentation built for the study (not yet written) and the report's groups about its segments."""
+
+    dataset: Dataset
+    segments: tuple[SegmentFindings, ...]
+
+
+@dataclass(frozen=True)
 class ReportFindings:
     """What a report says, in plain values: groups, evidence (SOP class, SOP instance), narrative."""
 
@@ -161,6 +196,8 @@ class ReportFindings:
     narrative: tuple[str, ...]
     #: The specialists' measurement groups, in the order they ran (see the last section below).
     specialist_groups: tuple[FindingGroup, ...] = ()
+    #: One group per segment of the study's Segmentations, in writing order.
+    segment_groups: tuple[SegmentFindings, ...] = ()
 
 
 def _probabilities(analysis: StudyAnalysis, index: int, series: SeriesAnalysis) -> np.ndarray:
@@ -266,8 +303,10 @@ def _narrative(analysis: StudyAnalysis, extra_text: Sequence[str]) -> tuple[str,
     return tuple(lines)
 
 
-def report_findings(analysis: StudyAnalysis, *, extra_text: Sequence[str] = ()) -> ReportFindings:
-    """What `build_report` writes for `analysis`, as plain comparable values.
+def report_findings(
+    analysis: StudyAnalysis, *, extra_text: Sequence[str] = (), segmentations: Sequence[SegmentationEvidence] = ()
+) -> ReportFindings:
+    """What `build_report` writes for `analysis` (and the study's Segmentations), as plain comparable values.
 
     Raises ReportBuildError if the analysis cannot be reported (no series, a series without
     images, probabilities that do not match the task's labels, labels sharing a code, a model
@@ -305,11 +344,14 @@ def report_findings(analysis: StudyAnalysis, *, extra_text: Sequence[str] = ()) 
                 algorithm_parameters=_algorithm_parameters(analysis, series),
             )
         )
+    segments = segment_groups(analysis, segmentations)
+    evidence.update((str(s.dataset.SOPClassUID), str(s.dataset.SOPInstanceUID)) for s in segmentations)
     return ReportFindings(
         series=tuple(groups),
         evidence=frozenset(evidence),
         narrative=_narrative(analysis, extra_text),
         specialist_groups=specialist_groups(analysis),
+        segment_groups=segments,
     )
 
 
@@ -669,6 +711,7 @@ def build_report(
     extra_text: Sequence[str] = (),
     complete: bool = True,
     identity: ReportIdentity | None = None,
+    segmentations: Sequence[SegmentationEvidence] = (),
 ) -> Comprehensive3DSR:
     """Build the Comprehensive 3D SR (TID 1500) that reports `analysis` into its own study.
 
@@ -679,7 +722,8 @@ def build_report(
     The patient and study attributes are `identity` (default: `report_identity` of the study
     header): identifying values exactly as received, everything else conformant. The product's
     earlier reports of the study found in the input are listed in the Predecessor Documents
-    Sequence.
+    Sequence. Each segment of the study's `segmentations` (built, not yet written) gets a TID 1410
+    group that references it, and each Segmentation is listed in the evidence.
 
     Raises ReportBuildError, naming the study ref and the attribute or file, when the source
     lacks something the report needs (StudyInstanceUID, a readable header of an evaluated
@@ -687,11 +731,12 @@ def build_report(
     """
     ref = analysis.study.ref
     study_uid = _study_instance_uid(analysis)
-    findings = report_findings(analysis, extra_text=extra_text)
+    findings = report_findings(analysis, extra_text=extra_text, segmentations=segmentations)
     headers = _instance_headers(analysis)
     identity = identity or report_identity(analysis.study.header)
     carrier = _identity_carrier(analysis, study_uid, list(headers.values()), identity)
     evidence = [carrier] + [h for h in headers.values() if h.SOPInstanceUID != carrier.SOPInstanceUID]
+    evidence.extend(item.dataset for item in segmentations)
 
     groups = [
         _measurement_group(series, series_findings, headers, f"study {ref}, analysed series #{index}")
@@ -701,6 +746,7 @@ def build_report(
         _specialist_measurement_group(group, headers, f"study {ref}, {group.tracking_identifier}")
         for group in findings.specialist_groups
     )
+    groups.extend(_segment_measurement_group(segment) for segment in findings.segment_groups)
     observer = ObserverContext(
         observer_type=codes.cid270.Device,
         observer_identifying_attributes=DeviceObserverIdentifyingAttributes(
@@ -824,3 +870,71 @@ def _specialist_measurement_group(
             for source in findings.source_images
         ],
     )
+
+
+# --------------------------------------------------------------------------- segment groups
+#
+# One TID 1410 Planar ROI group per segment of the study's Segmentations: the segment's Tracking
+# UID and ID, the Referenced Segmentation Frame (with its source image), the segmented property
+# type as the finding and its category, the algorithm, and the specialist's measurements of the
+# segment. Viewers that show SEG link the group's measurements to the drawn segment this way.
+
+
+#: The concepts of a TID 1410 segment reference (DCM 121214) and of its source image (DCM 121233).
+REFERENCED_SEGMENTATION_FRAME = CodedConcept("121214", "DCM", "Referenced Segmentation Frame")
+SOURCE_IMAGE_FOR_SEGMENTATION = CodedConcept("121233", "DCM", "Source image for segmentation")
+
+
+def segment_groups(analysis: StudyAnalysis, segmentations: Sequence[SegmentationEvidence]) -> tuple[SegmentFindings, ...]:
+    """Every segment group of the study's Segmentations, in order, each of an analysed source image.
+
+    Raises ReportBuildError when a Segmentation is not of an image the zero-shot step analysed (its
+    source would be in neither the evidence nor the image library) or is filed in another study.
+    """
+    analysed = {image.source.sop_instance_uid for series in analysis.series for image in series.images}
+    study_uid = str(analysis.study.header.get("StudyInstanceUID", "") or "")
+    for item in segmentations:
+        if str(item.dataset.StudyInstanceUID) != study_uid:
+            raise ReportBuildError(f"study {analysis.study.ref}: a Segmentation of the study is filed in another study")
+        if any(segment.source_image.sop_instance_uid not in analysed for segment in item.segments):
+            raise ReportBuildError(f"study {analysis.study.ref}: a Segmentation is of an image that was not analysed")
+    return tuple(segment for item in segmentations for segment in item.segments)
+
+
+def _segment_measurement_group(segment: SegmentFindings) -> PlanarROIMeasurementsAndQualitativeEvaluations:
+    """The TID 1410 group that references one segment of a Segmentation."""
+    source = segment.source_image
+    group = PlanarROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=TrackingIdentifier(uid=segment.tracking_uid, identifier=segment.tracking_identifier),
+        referenced_segment=ReferencedSegmentationFrame(
+            sop_class_uid=segment.segmentation.sop_class_uid,
+            sop_instance_uid=segment.segmentation.sop_instance_uid,
+            frame_number=segment.segmentation.frame,
+            segment_number=segment.segmentation.frame,  # removed below: the frame identifies the segment
+            source_image=SourceImageForSegmentation(
+                referenced_sop_class_uid=source.sop_class_uid,
+                referenced_sop_instance_uid=source.sop_instance_uid,
+                referenced_frame_numbers=[source.frame] if source.frame is not None else None,
+            ),
+        ),
+        finding_type=coding.coded(segment.property_type),
+        finding_category=coding.coded(segment.category),
+        algorithm_id=AlgorithmIdentification(name=segment.algorithm_name, version=segment.algorithm_version),
+        measurements=[
+            Measurement(
+                name=coding.coded(m.concept),
+                value=m.value,
+                unit=coding.coded(m.unit),
+                method=coding.coded(m.method) if m.method is not None else None,
+            )
+            for m in segment.measurements
+        ]
+        or None,
+    )
+    # PS3.3 C.10.8: Referenced Segment Number shall not be present with Referenced Frame Number.
+    for item in group[0].ContentSequence:
+        if str(item.ValueType) == "IMAGE" and CodedConcept.from_dataset(item.ConceptNameCodeSequence[0]) == REFERENCED_SEGMENTATION_FRAME:
+            for reference in item.ReferencedSOPSequence:
+                if "ReferencedSegmentNumber" in reference:
+                    del reference.ReferencedSegmentNumber
+    return group

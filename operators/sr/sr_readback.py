@@ -15,6 +15,7 @@ from highdicom.sr import (
     Comprehensive3DSR,
     MeasurementReport,
     MeasurementsAndQualitativeEvaluations,
+    PlanarROIMeasurementsAndQualitativeEvaluations,
     RelationshipTypeValues,
     ValueTypeValues,
     srread,
@@ -22,13 +23,17 @@ from highdicom.sr import (
 from highdicom.sr.utils import find_content_items
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
 from pydicom.sr.codedict import codes
 
 from operators.sr import coding
 from operators.messages import FindingGroup, ImageSource, MeasuredValue
 from operators.sr.sr_content import (
     LabelProbability,
+    REFERENCED_SEGMENTATION_FRAME,
+    SOURCE_IMAGE_FOR_SEGMENTATION,
     ReportFindings,
+    SegmentFindings,
     SeriesFindings,
 )
 
@@ -136,9 +141,56 @@ def read_findings(path_or_dataset: str | os.PathLike | Dataset) -> ReportFinding
         ),
         narrative=tuple(narrative),
         specialist_groups=tuple(_specialist_group(group, where) for group in groups if not _is_zero_shot_group(group)),
+        segment_groups=tuple(
+            _segment_group(group, where)
+            for group in content.get_planar_roi_measurement_groups(reference_type=REFERENCED_SEGMENTATION_FRAME)
+        ),
     )
 
 
+def _measured_values(group) -> tuple[MeasuredValue, ...]:
+    return tuple(
+        MeasuredValue(
+            coding.as_code(m.name),
+            float(m.value),
+            coding.as_code(m.unit),
+            coding.as_code(m.method) if m.method is not None else None,
+        )
+        for m in group.get_measurements()
+    )
+
+
+def _image_reference(root: Dataset, name: CodedConcept, where: str) -> ImageSource:
+    """The one IMAGE child of `root` named `name` (SOP class, instance, first frame if any)."""
+    found = find_content_items(root, name=name, value_type=ValueTypeValues.IMAGE)
+    if len(found) != 1:
+        raise ReportReadError(f"{where}: a segment group needs exactly one {name.meaning!r} image reference, found {len(found)}")
+    reference = found[0].ReferencedSOPSequence[0]
+    frames = reference.get("ReferencedFrameNumber")
+    frame = None if frames in (None, "") else int(frames[0] if isinstance(frames, (list, tuple, MultiValue)) else frames)
+    return ImageSource(str(reference.ReferencedSOPClassUID), str(reference.ReferencedSOPInstanceUID), frame)
+
+
+def _segment_group(group: PlanarROIMeasurementsAndQualitativeEvaluations, where: str) -> SegmentFindings:
+    """One TID 1410 group that references a segment of a Segmentation, as `SegmentFindings`."""
+    root = group[0]
+    names = _texts(root, CodedConcept.from_code(codes.DCM.AlgorithmName))
+    versions = _texts(root, CodedConcept.from_code(codes.DCM.AlgorithmVersion))
+    if group.finding_type is None or group.finding_category is None or len(names) != 1 or len(versions) != 1:
+        raise ReportReadError(
+            f"{where}: a segment group needs its finding, finding category and one algorithm name and version"
+        )
+    return SegmentFindings(
+        tracking_identifier=str(group.tracking_identifier or ""),
+        tracking_uid=str(group.tracking_uid or ""),
+        segmentation=_image_reference(root, REFERENCED_SEGMENTATION_FRAME, where),
+        source_image=_image_reference(root, SOURCE_IMAGE_FOR_SEGMENTATION, where),
+        category=coding.as_code(group.finding_category),
+        property_type=coding.as_code(group.finding_type),
+        algorithm_name=names[0],
+        algorithm_version=versions[0],
+        measurements=_measured_values(group),
+    )
 def _is_zero_shot_group(group: MeasurementsAndQualitativeEvaluations) -> bool:
     """Whether a measurement group is a zero-shot series group (method 99BMCLIP ZERO-SHOT); others are a specialist's."""
     return group.method == coding.ZERO_SHOT_METHOD

@@ -9,7 +9,8 @@ For each analysed photograph of such a series:
    released, and colour-analysed on a copy of long side ≤ `analysis_max_side`
    (`operators.specialists.burn.wound_colour`);
 3. region and %TBSA from the header (`operators.specialists.burn.tbsa`), flags (`operators.specialists.burn.flags`);
-4. the overlay image for the Secondary Capture (`operators.specialists.burn.overlay`).
+4. the overlay image for the Secondary Capture (`operators.specialists.burn.overlay`); the wound
+   map's labels are kept for the photograph's DICOM Segmentation (`operators.specialists.burn.report`).
 
 Series of other selections are not burn photographs and get no burn findings. A photograph that cannot be colour-analysed
 (greyscale, too small, too large to decode, no skin in view) still gets its depth, flags and a
@@ -187,6 +188,7 @@ def analyse_photograph(
     )
     shown = fit_for_display(display, colour.display_max_side)
     findings.overlay = render_burn_capture(shown, labels, findings, config.depth.task, colour, model)
+    findings.wound_labels = labels  # carried out as the photograph's Segmentation (report.py)
     return findings
 
 

@@ -84,7 +84,12 @@ class TbsaEstimate:
 
 @dataclass
 class BurnImageFindings:
-    """The burn specialist's findings for one photograph; `overlay` is the image for the Secondary Capture."""
+    """The burn specialist's findings for one photograph; `overlay` is the image for the Secondary Capture.
+
+    `wound_labels` is the wound map's label array (`operators.specialists.burn.wound_colour`, on the
+    reduced analysis copy of the photograph), None where the wound map measured nothing; it
+    becomes the photograph's DICOM Segmentation.
+    """
 
     source: ImageSource
     depth_probabilities: np.ndarray
@@ -93,6 +98,7 @@ class BurnImageFindings:
     tbsa: TbsaEstimate
     flags: tuple[BurnFlag, ...]
     overlay: np.ndarray | None = None
+    wound_labels: np.ndarray | None = None
 
 
 @dataclass

@@ -7,7 +7,10 @@ surface and the %TBSA estimate (method: the rule the share comes from) as numeri
 UCUM percent; the most probable depth, every flag, and "not measured" / "not estimable" where a
 number could not be obtained, as coded qualitative evaluations. The narrative says how each number
 was obtained and which inputs each flag used; the summary has one line per photograph; each
-photograph with an overlay gives one capture.
+photograph with an overlay gives one capture, and each photograph whose wound map measured skin
+gives one segmentation (`burn_segmentation`): segment 1 the normal skin, segments 2... the wound
+classes in configuration order, each with its coded property category and type, the colour
+wound map as algorithm and the class's area as its measurement.
 """
 
 from __future__ import annotations
@@ -19,17 +22,21 @@ import numpy as np
 
 from common.codes import Code
 from common.model_identity import ModelIdentity
-from common.product import BURN_CAPTURE_SERIES_DESCRIPTION
+from common.product import BURN_CAPTURE_SERIES_DESCRIPTION, BURN_SEGMENTATION_SERIES_DESCRIPTION, SOFTWARE_VERSION
 from operators.sr import coding
 from operators.messages import (
     FindingGroup,
     FindingSummary,
     MeasuredValue,
+    SegmentDefinition,
     SeriesAnalysis,
     SpecialistCapture,
     SpecialistFindings,
+    SpecialistSegmentation,
 )
+from operators.specialists.burn.config import ColourSettings
 from operators.specialists.burn.findings import BurnFindings, BurnImageFindings
+from operators.specialists.burn import wound_colour
 
 #: The specialist's name in findings and logs.
 SPECIALIST_NAME = "burn"
@@ -45,6 +52,15 @@ BURN_DERIVATION = (
     "Burn photograph with the burn specialist's colour wound map (per-class tint and outline) and, beside it, "
     "the burn depth probabilities, wound areas, region, %TBSA estimate, flags and model."
 )
+
+#: The wound map as a Segmentation: its algorithm and family (CID 7162: per-pixel classification of
+#: the colour channels), Content Label, and the normal-skin segment (Okabe-Ito blue, a colour no
+#: wound class uses).
+WOUND_MAP_ALGORITHM = "biomedclip-map colour wound map (CIELAB)"
+WOUND_MAP_FAMILY = coding.MULTISPECTRAL_PROCESSING
+WOUND_MAP_CONTENT_LABEL = "WOUND_MAP"
+SKIN_SEGMENT_LABEL = "skin without wound"
+SKIN_SEGMENT_COLOUR = (0, 114, 178)
 
 _FLAG_VALUE_CODES = {"yes": coding.YES, "no": coding.NO, "unknown": coding.UNKNOWN}
 _PERCENT = coding.as_code(coding.PERCENT)
@@ -156,7 +172,60 @@ def _summary(analysed: AnalysedBurnSeries) -> list[FindingSummary]:
     return lines
 
 
-def burn_specialist_findings(analysed: Sequence[AnalysedBurnSeries], model: ModelIdentity) -> SpecialistFindings:
+def segment_definitions(colour: ColourSettings, image: BurnImageFindings) -> tuple[SegmentDefinition, ...]:
+    """The segments of a photograph's wound map: normal skin, then every wound class in configuration order."""
+    areas = {area.concept: area.percent_of_skin for area in image.wound_map.classes}
+    colour_map = coding.as_code(coding.COLOUR_WOUND_MAP)
+    common = dict(algorithm_name=WOUND_MAP_ALGORITHM, algorithm_version=SOFTWARE_VERSION, algorithm_family=WOUND_MAP_FAMILY)
+    skin = SegmentDefinition(SKIN_SEGMENT_LABEL, coding.ANATOMICAL_STRUCTURE, coding.SKIN, display_colour=SKIN_SEGMENT_COLOUR, **common)
+    wounds = tuple(
+        SegmentDefinition(
+            cls.name,
+            coding.MORPHOLOGICALLY_ABNORMAL_STRUCTURE,
+            cls.code,
+            display_colour=tuple(cls.colour),
+            measurements=(
+                (_percent(coding.area_concept(cls.code), areas[cls.code], colour_map),) if cls.code in areas else ()
+            ),
+            **common,
+        )
+        for cls in colour.classes
+    )
+    return (skin, *wounds)
+
+
+def segment_labels(labels: np.ndarray, classes: int) -> np.ndarray:
+    """The wound map's labels as segment numbers: 0 not skin, 1 normal skin, 2 + i the i-th wound class."""
+    lut = np.zeros(max(int(labels.max(initial=0)) + 1, wound_colour.FIRST_WOUND_LABEL + classes), np.uint8)
+    lut[wound_colour.SKIN] = 1
+    lut[wound_colour.FIRST_WOUND_LABEL : wound_colour.FIRST_WOUND_LABEL + classes] = np.arange(2, 2 + classes)
+    lut[wound_colour.NOT_SKIN] = 0
+    return lut[labels]
+
+
+def burn_segmentation(
+    analysed: AnalysedBurnSeries, image_index: int, image: BurnImageFindings, colour: ColourSettings
+) -> SpecialistSegmentation | None:
+    """The photograph's wound map as a segmentation (None where the wound map measured nothing).
+
+    The labels stay on the analysis copy; the Segmentation is written at the photograph's own size
+    (`operators.segmentations.segmentation.resample_labels`).
+    """
+    if image.wound_labels is None or not image.wound_map.measured:
+        return None
+    return SpecialistSegmentation(
+        source=image.source,
+        labels=segment_labels(image.wound_labels, len(colour.classes)),
+        segments=segment_definitions(colour, image),
+        series_description=BURN_SEGMENTATION_SERIES_DESCRIPTION,
+        content_label=WOUND_MAP_CONTENT_LABEL,
+        tracking_identifier=tracking_identifier(analysed.index, image_index, analysed.series),
+    )
+
+
+def burn_specialist_findings(
+    analysed: Sequence[AnalysedBurnSeries], model: ModelIdentity, colour: ColourSettings
+) -> SpecialistFindings:
     """The generic findings of every analysed burn series of a study."""
     groups = [
         _image_group(series, image_index, image, model)
@@ -169,10 +238,17 @@ def burn_specialist_findings(analysed: Sequence[AnalysedBurnSeries], model: Mode
         for image in series.burn.images
         if image.overlay is not None
     ]
+    segmentations = [
+        found
+        for series in analysed
+        for image_index, image in enumerate(series.burn.images, start=1)
+        if (found := burn_segmentation(series, image_index, image, colour)) is not None
+    ]
     return SpecialistFindings(
         specialist=SPECIALIST_NAME,
         groups=tuple(groups),
         narrative=tuple(line for series in analysed for line in _narrative(series)),
         summary=tuple(line for series in analysed for line in _summary(series)),
         captures=tuple(captures),
+        segmentations=tuple(segmentations),
     )

@@ -32,7 +32,7 @@ class BurnSpecialist:
             cache=self.analyzer.cache,
             config=self.config,
         )
-        return burn_specialist_findings(analysed, analysis.model) if analysed else None
+        return burn_specialist_findings(analysed, analysis.model, self.config.colour) if analysed else None
 
 
 BURN = SpecialistKind(
