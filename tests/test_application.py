@@ -75,7 +75,8 @@ def test_every_sample_study_gets_one_sr_and_exit_code_0(sample_run, samples):
     assert all(p.suffix == ".dcm" for p in outputs), "output folder must hold only DICOM"
     assert len(list(out.glob("SR-st-*.dcm"))) == len(SAMPLE_NAMES)
     assert len(list(out.glob("SC-st-*.dcm"))) == len(SAMPLE_NAMES), "every analysed study gets a viewable image"
-    assert len(outputs) == 2 * len(SAMPLE_NAMES)
+    assert len(list(out.glob("SEG-st-*.dcm"))) == 1, "the burn photograph's wound map is also a Segmentation"
+    assert len(outputs) == 2 * len(SAMPLE_NAMES) + 1
     assert tree_digest(samples) == before, "input files must be byte-identical after the run"
     left_out = pydicom.dcmread(next((samples / LEFT_OUT_SAMPLE).iterdir()), stop_before_pixels=True).StudyInstanceUID
     assert left_out not in {pydicom.dcmread(p, stop_before_pixels=True).StudyInstanceUID for p in outputs}

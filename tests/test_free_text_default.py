@@ -66,7 +66,9 @@ def _run(inp: Path, root: Path, model: Path, *extra: str) -> tuple[list[Path], l
 
 def test_the_default_outputs_hold_no_source_free_text(free_text_input, tiny_model_dir, tmp_path):
     dicom, results = _run(free_text_input, tmp_path, tiny_model_dir)
-    assert len(dicom) == 4 and len(results) == 2, "an SR and a capture per study, and JSON results"
+    kinds = sorted(p.name.split("-")[0] for p in dicom)
+    # an SR and a capture per study, the burn photograph's wound map as a Segmentation, and JSON results
+    assert kinds == ["SC", "SC", "SEG", "SR", "SR"] and len(results) == 2, kinds
     for path in [*dicom, *results]:
         raw = path.read_bytes()
         leaked = [word for word in _words() if word.encode() in raw or word.upper().encode() in raw]

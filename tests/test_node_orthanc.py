@@ -126,7 +126,8 @@ def test_results_wait_while_orthanc_is_down_and_are_delivered_when_it_returns(si
 
     reports = wait_for_instances(site.orthanc, study_uid, "SR", 1, SR_WAIT_S)
     assert len(reports) == 1
-    assert "is reachable again" in site.node.log()
+    # the line is written just after the send returns, so it may follow the SR's arrival by a moment
+    wait_until(lambda: "is reachable again" in site.node.log(), 10, "the node to log that Orthanc is reachable again")
 
 
 def test_unknown_calling_ae_is_rejected_and_c_echo_works(site):
