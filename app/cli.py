@@ -1,4 +1,5 @@
-"""Command line of biomedclip-map: `run` (the MAP contract), `demo` (sample studies end to end).
+"""Command line of biomedclip-map: `run` (the MAP contract), `demo` (sample studies end to end),
+`serve` (the DICOM node) and `validate` (site validation on labelled studies).
 
 Exit codes: 0 every study was reported or had nothing to analyse (the log says why); 1 at least
 one study failed internally or was refused because its instances disagree on patient identity
@@ -76,6 +77,44 @@ def run_from_args(args: argparse.Namespace) -> int:
     return run(settings).exit_code
 
 
+def add_validate_arguments(parser: argparse.ArgumentParser) -> None:
+    """`validate`: labelled studies in, a validation report out (no DICOM written)."""
+    from app.validation.metrics import DEFAULT_BOOTSTRAP, DEFAULT_SEED
+
+    parser.add_argument("-i", "--input", required=True, help="folder of the labelled DICOM studies")
+    parser.add_argument("--labels", required=True, help="labels CSV: StudyInstanceUID or SOPInstanceUID, task, label[, skin_type] (see the README)")
+    parser.add_argument("-o", "--output", required=True, help="folder for the report (report.json, report.html, PNG figures)")
+    parser.add_argument("-m", "--model", dest="models", help="folder holding the model directory 'biomedclip/' (default: $HOLOSCAN_MODEL_PATH, else ./models)")
+    parser.add_argument("-w", "--workdir", help="work folder for caches and the salt of the case references (default: $HOLOSCAN_WORKDIR, else a folder in the system temp dir)")
+    parser.add_argument("--allow-untrained", action="store_true", help="accept a model whose status is 'untrained' (the report says its figures measure chance only)")
+    parser.add_argument("--backend", choices=BACKEND_CHOICES, help="force an inference backend (default: auto; also BIOMEDCLIP_MAP_BACKEND)")
+    parser.add_argument("--rules", help="selection rules JSON; default: the bundled rules (use the site's MAP configuration)")
+    parser.add_argument("--tasks", help="zero-shot task YAML; default: the bundled tasks (use the site's MAP configuration)")
+    parser.add_argument("--bootstrap", type=int, default=DEFAULT_BOOTSTRAP, help=f"bootstrap resamples of the AUROC interval (default: {DEFAULT_BOOTSTRAP})")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"seed of the bootstrap (default: {DEFAULT_SEED})")
+    parser.add_argument("-l", "--log-level", default="INFO", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging level (default: INFO)")
+
+
+def validate_from_args(args: argparse.Namespace) -> int:
+    """Resolve the settings, validate once; the exit code (see `app.validation.command`)."""
+    from app.validation.command import validate
+    from app.validation.metrics import MetricSettings
+
+    if args.bootstrap < 1:
+        logger.error("cannot start: --bootstrap %d: give at least 1 resample", args.bootstrap)
+        return EXIT_CANNOT_START
+    try:
+        settings = resolve_run_settings(
+            input_path=args.input, output_path=args.output, models_path=args.models, work_dir=args.workdir,
+            allow_untrained=args.allow_untrained, backend=args.backend, selection_rules=args.rules, tasks=args.tasks,
+        )
+    except SettingsError as exc:
+        logger.error("cannot start: %s", exc)
+        return EXIT_CANNOT_START
+    metrics = MetricSettings(bootstrap=args.bootstrap, seed=args.seed)
+    return validate(settings, Path(args.labels), Path(args.output), metrics).exit_code
+
+
 def map_main(argv: Sequence[str] | None = None) -> int:
     """`python -m app` / `python3 app`: the MAP run contract, exactly as a MAP host invokes it."""
     parser = argparse.ArgumentParser(prog="python -m app", description=f"{APP_NAME} {__version__}: MAP run")
@@ -86,7 +125,7 @@ def map_main(argv: Sequence[str] | None = None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`biomedclip-map run|demo|serve ...` for people."""
+    """`biomedclip-map run|demo|serve|validate ...` for people."""
     parser = argparse.ArgumentParser(prog=APP_NAME, description="BiomedCLIP zero-shot analysis of DICOM studies, returned as DICOM SR")
     parser.add_argument("--version", action="version", version=f"{APP_NAME} {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -99,6 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from app.node.command import add_serve_arguments
 
     add_serve_arguments(commands.add_parser("serve", help="run as a DICOM node: receive studies from PACS, analyse each, send the results back"))
+    add_validate_arguments(commands.add_parser("validate", help="measure the analysis on labelled studies of this site: a validation report, no DICOM written"))
     args = parser.parse_args(argv)
     if args.command == "serve":
         from app.node.command import serve_main
@@ -107,6 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(args.log_level)
     if args.command == "run":
         return run_from_args(args)
+    if args.command == "validate":
+        return validate_from_args(args)
     from app.demo import run_demo
 
     return run_demo(Path(args.output), Path(args.models), backend=args.backend)

@@ -89,6 +89,9 @@ class RunSettings:
     """TensorRT image engine precision as given (BIOMEDCLIP_MAP_TENSORRT_PRECISION; empty: fp16), checked by the engine."""
     clinical_context: bool = False
     """Put a scrubbed clinical-context line from the study's free text into the SR (off: no source free text)."""
+    write_reports: bool = True
+    """False for site validation: the same graph runs, but its sink collects each study's analysis
+    (`RunReport.analyses`) instead of writing the SR, captures and JSON results."""
 
     @property
     def engines(self) -> EngineSettings:
