@@ -1,5 +1,6 @@
 """Command line of biomedclip-map: `run` (the MAP contract), `demo` (sample studies end to end),
-`serve` (the DICOM node) and `validate` (site validation on labelled studies).
+`serve` (the DICOM node), `validate` (site validation on labelled studies) and `operating-points`
+(a threshold per label chosen from a validation report).
 
 Exit codes: 0 every study was reported or had nothing to analyse (the log says why); 1 at least
 one study failed internally or was refused because its instances disagree on patient identity
@@ -115,6 +116,40 @@ def validate_from_args(args: argparse.Namespace) -> int:
     return validate(settings, Path(args.labels), Path(args.output), metrics).exit_code
 
 
+def add_operating_points_arguments(parser: argparse.ArgumentParser) -> None:
+    """`operating-points`: a validation report in, the site's thresholds out."""
+    parser.add_argument("--report", required=True, help="report.json written by 'biomedclip-map validate'")
+    parser.add_argument("--method", required=True, help="how to choose each label's threshold: youden, sensitivity:T (e.g. sensitivity:0.9) or specificity:T")
+    parser.add_argument("--band", type=float, default=0.05, help="probabilities within this distance of a threshold are indeterminate (default: 0.05)")
+    parser.add_argument("--min-top1-margin", dest="min_top1_margin", type=float, default=0.0, help="below this gap between the two most probable labels, every label is indeterminate (default: 0, off)")
+    parser.add_argument("-o", "--output", required=True, help="site operating points file to write (JSON)")
+    parser.add_argument("-l", "--log-level", default="INFO", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging level (default: INFO)")
+
+
+def operating_points_from_args(args: argparse.Namespace) -> int:
+    """Choose the operating points from the report and write the site file; 0 written, 2 refused."""
+    from app.validation.operating_points import Method, ReportReadError, choose_operating_points, write_operating_points
+    from common.operating_points import OperatingPointsError
+
+    try:
+        method = Method.parse(args.method)
+        if not 0 <= args.band < 0.5 or not 0 <= args.min_top1_margin < 1:
+            raise ValueError("--band must be in [0, 0.5) and --min-top1-margin in [0, 1)")
+        document = choose_operating_points(Path(args.report), method, band=args.band, min_top1_margin=args.min_top1_margin)
+    except (ValueError, ReportReadError, OperatingPointsError) as exc:
+        logger.error("cannot choose operating points: %s", exc)
+        return EXIT_CANNOT_START
+    path = write_operating_points(document, Path(args.output))
+    for task, entry in document["tasks"].items():
+        for label, point in entry["labels"].items():
+            logger.info("%s / %s: threshold %.4f (sensitivity %.2f, specificity %.2f on %d+%d validation cases)", task, label,
+                        point["threshold"], point["sensitivity"], point["specificity"], point["positives"], point["negatives"])
+        for label, reason in entry["not_set"].items():
+            logger.warning("%s / %s: no operating point: %s", task, label, reason)
+    logger.info("site operating points written to %s", path)
+    return EXIT_OK
+
+
 def map_main(argv: Sequence[str] | None = None) -> int:
     """`python -m app` / `python3 app`: the MAP run contract, exactly as a MAP host invokes it."""
     parser = argparse.ArgumentParser(prog="python -m app", description=f"{APP_NAME} {__version__}: MAP run")
@@ -139,6 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     add_serve_arguments(commands.add_parser("serve", help="run as a DICOM node: receive studies from PACS, analyse each, send the results back"))
     add_validate_arguments(commands.add_parser("validate", help="measure the analysis on labelled studies of this site: a validation report, no DICOM written"))
+    add_operating_points_arguments(commands.add_parser("operating-points", help="choose a threshold per label from a validation report and write the site operating points file"))
     args = parser.parse_args(argv)
     if args.command == "serve":
         from app.node.command import serve_main
@@ -149,6 +185,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_from_args(args)
     if args.command == "validate":
         return validate_from_args(args)
+    if args.command == "operating-points":
+        return operating_points_from_args(args)
     from app.demo import run_demo
 
     return run_demo(Path(args.output), Path(args.models), backend=args.backend)

@@ -286,3 +286,88 @@ def test_progress_line_throttles_when_not_a_terminal():
     assert lines[0] == "validate: analysing: 1/10 studies, about 18 s left"
     assert lines[-1] == "validate: analysing: 10/10 studies done in 20 s"
     assert 3 <= len(lines) <= 5
+
+
+# --------------------------------------------------------------------------- operating points
+
+
+def _sens_spec(positive: np.ndarray, scores: np.ndarray, threshold: float) -> tuple[float, float]:
+    called = scores >= threshold
+    return recall_score(positive, called), recall_score(~positive, ~called)
+
+
+@pytest.mark.parametrize("method", ["youden", "sensitivity:0.8", "specificity:0.7"])
+def test_operating_points_follow_the_method(validated, method, tmp_path):
+    names, truth, scores, _ = _truth_and_scores(validated)
+    site = tmp_path / "site-operating-points.json"
+    assert main(["operating-points", "--report", str(validated["root"] / "report" / "report.json"),
+                 "--method", method, "-o", str(site)]) == 0
+    document = json.loads(site.read_text(encoding="utf-8"))
+    assert document["model"]["sha256"] == validated["report"]["model"]["sha256"]
+    assert document["validation_report_sha256"] == hashlib.sha256((validated["root"] / "report" / "report.json").read_bytes()).hexdigest()
+    task = document["tasks"][TASK]
+    assert task["prompt_set_sha256"] == validated["report"]["tasks"][TASK]["prompt_set_sha256"]
+    assert set(task["labels"]) == {NORMAL, EFFUSION}
+    assert set(task["not_set"]) == set(names) - {NORMAL, EFFUSION}
+    for name in (NORMAL, EFFUSION):
+        i = names.index(name)
+        positive, point = truth == i, task["labels"][name]
+        candidates = np.unique(scores[:, i])  # every distinct probability, brute force
+        sens_spec = {t: _sens_spec(positive, scores[:, i], t) for t in candidates}
+        assert (point["sensitivity"], point["specificity"]) == pytest.approx(sens_spec[point["threshold"]])
+        if method == "youden":
+            assert sum(sens_spec[point["threshold"]]) == pytest.approx(max(a + b for a, b in sens_spec.values()))
+        elif method.startswith("sensitivity"):
+            assert point["threshold"] == max(t for t, (a, _) in sens_spec.items() if a >= 0.8)
+        else:
+            assert point["threshold"] == min(t for t, (_, b) in sens_spec.items() if b >= 0.7)
+
+
+def test_operating_points_are_refused_for_other_weights_or_prompts(validated, tmp_path):
+    from dataclasses import replace
+
+    from common.operating_points import Decision, OperatingPointsError, check_operating_points
+
+    site = tmp_path / "site.json"
+    assert main(["operating-points", "--report", str(validated["root"] / "report" / "report.json"),
+                 "--method", "youden", "--band", "0.01", "-o", str(site)]) == 0
+    tasks = load_tasks(CONFIG_DIR / "zero_shot_tasks.yaml").tasks
+    prompts = {name: task.prompt_set_sha256 for name, task in tasks.items()}
+    model = validated["report"]["model"]["sha256"]
+    points = check_operating_points(site, model, prompts).for_task(TASK)
+    threshold = points[EFFUSION].threshold
+    assert points[EFFUSION].method == "Youden's J"
+    assert points[EFFUSION].decide(threshold + 0.02, top1_margin=0.5) is Decision.PRESENT
+    assert points[EFFUSION].decide(threshold - 0.02, top1_margin=0.5) is Decision.ABSENT
+    assert points[EFFUSION].decide(threshold + 0.005, top1_margin=0.5) is Decision.INDETERMINATE
+    with pytest.raises(OperatingPointsError, match="made for model weights sha256 .* but this run's model"):
+        check_operating_points(site, "0" * 64, prompts)
+    changed = dict(prompts, **{TASK: replace(tasks[TASK], templates=("an X-ray of {}",)).prompt_set_sha256})
+    with pytest.raises(OperatingPointsError, match=f"tasks.{TASK}: made for another prompt set"):
+        check_operating_points(site, model, changed)
+    with pytest.raises(OperatingPointsError, match=f"tasks.{TASK}: this run has no task"):
+        check_operating_points(site, model, {"ct": prompts["ct"]})
+    document = json.loads(site.read_text(encoding="utf-8"))
+    document["tasks"][TASK]["labels"][EFFUSION]["threshold"] = 1.5
+    site.write_text(json.dumps(document), encoding="utf-8")
+    with pytest.raises(OperatingPointsError, match="threshold"):
+        check_operating_points(site, model, prompts)
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    (["--method", "youdens"], "expected 'youden', 'sensitivity:T' or 'specificity:T'"),
+    (["--method", "sensitivity:1.2"], "must be a number between 0 and 1"),
+    (["--method", "youden", "--band", "0.7"], "--band must be in"),
+])
+def test_operating_points_command_refuses_bad_arguments(validated, arguments, message, tmp_path, capsys):
+    code = main(["operating-points", "--report", str(validated["root"] / "report" / "report.json"), *arguments,
+                 "-o", str(tmp_path / "site.json")])
+    assert code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "site.json").exists()
+
+
+def test_operating_points_need_a_validation_report(tmp_path, capsys):
+    other = tmp_path / "other.json"
+    other.write_text('{"study": "st-0"}', encoding="utf-8")
+    assert main(["operating-points", "--report", str(other), "--method", "youden", "-o", str(tmp_path / "s.json")]) == 2
+    assert f"{other}: not a validation report" in capsys.readouterr().err

@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,6 +22,7 @@ from app import APP_NAME, __version__
 from app.validation.cases import CaseSet, ScoredCase
 from app.validation.labels import LabelSet
 from app.validation.metrics import OPERATING_POINT, LabelMetrics, MetricSettings, TaskMetrics, task_metrics
+from common.atomic_files import Durability, write_atomically, write_json_atomically
 from common.model_identity import ModelIdentity
 from common.zero_shot_tasks import ZeroShotTask
 
@@ -163,19 +161,6 @@ def report_document(result: ValidationResult) -> dict[str, Any]:
     }
 
 
-def _atomic_write(path: Path, data: bytes) -> Path:
-    """Write `data` to `path` through a temporary file in the same folder, then rename."""
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def _number(value: float | None, digits: int = 2) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
@@ -286,7 +271,6 @@ def write_report(result: ValidationResult, folder: Path) -> dict[str, Path]:
     for name, task in result.tasks.items():
         task.figures = task_figures(name, task.metrics, folder)
         written.update({f"{name}-{kind}": path for kind, path in task.figures.items()})
-    document = json.dumps(report_document(result), indent=2, ensure_ascii=False) + "\n"
-    written["json"] = _atomic_write(folder / REPORT_JSON, document.encode("utf-8"))
-    written["html"] = _atomic_write(folder / REPORT_HTML, report_html(result).encode("utf-8"))
+    written["json"] = write_json_atomically(folder / REPORT_JSON, report_document(result), durability=Durability.FILE)
+    written["html"] = write_atomically(folder / REPORT_HTML, report_html(result).encode("utf-8"), durability=Durability.FILE)
     return written
