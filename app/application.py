@@ -14,6 +14,7 @@ from holoscan.core import Application
 
 from app.configuration import ProductConfiguration
 from app.settings import RunSettings
+from common.operating_points import SiteOperatingPoints
 from operators.analysis_collector_operator import AnalysisCollectorOperator
 from operators.biomedclip_inference_operator import BiomedCLIPInferenceOperator
 from operators.dicom_loader_operator import DICOMLoaderOperator
@@ -33,7 +34,8 @@ class BiomedCLIPMapApp(Application):
     The analyzer (model, backend, cached text embeddings) is created by the caller and passed in,
     so a long-running DICOM node keeps it warm across runs. Every study's outcome reaches the
     caller's `results` (filled by the graph's sink); `progress`, if given, is told after each
-    study of the two slow stages (preprocessing and inference).
+    study of the two slow stages (preprocessing and inference); `operating_points`, the site's
+    checked thresholds, go to the SR writer.
     """
 
     def __init__(
@@ -43,12 +45,14 @@ class BiomedCLIPMapApp(Application):
         configuration: ProductConfiguration,
         results: RunResults,
         progress: StageProgress | None = None,
+        operating_points: SiteOperatingPoints | None = None,
     ):
         self.settings = settings
         self.analyzer = analyzer
         self.configuration = configuration
         self.results = results
         self.progress = progress
+        self.operating_points = operating_points
         super().__init__([])
 
     def compose(self) -> None:
@@ -60,7 +64,7 @@ class BiomedCLIPMapApp(Application):
         specialists = SpecialistsOperator(self, name="specialists", specialists=c.build_specialists(self.analyzer))
         scrubber = PHIScrubberOperator(self, name="phi_scrubber", clinical_context=s.clinical_context)
         if s.write_reports:
-            writer = SRWriterOperator(self, name="sr_writer", output_dir=s.output_path, results=self.results, results_json_dir=s.results_json_dir)
+            writer = SRWriterOperator(self, name="sr_writer", output_dir=s.output_path, results=self.results, results_json_dir=s.results_json_dir, operating_points=self.operating_points)
         else:
             writer = AnalysisCollectorOperator(self, name="analysis_collector", results=self.results)
 

@@ -44,6 +44,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--deid-export", dest="deid_export", help="also write de-identified copies (DICOM PS3.15 Basic Profile) of each study's results into this folder, outside -o (also BIOMEDCLIP_MAP_DEID_EXPORT_DIR)")
     parser.add_argument("--deid-include-inputs", dest="deid_include_inputs", action="store_true", help="with --deid-export: also export de-identified copies of the analysed input instances (also BIOMEDCLIP_MAP_DEID_INCLUDE_INPUTS=1)")
     parser.add_argument("--clinical-context", dest="clinical_context", action="store_true", help="add one scrubbed clinical-context line from the study's free text (descriptions, history, reason for the request) to the SR; off by default, so no source free text goes into any output (also BIOMEDCLIP_MAP_CLINICAL_CONTEXT=1)")
+    parser.add_argument("--operating-points", dest="operating_points", help="the site's operating points file ('biomedclip-map operating-points'): findings are reported present / absent / indeterminate; refused unless made for this model and these prompts (also BIOMEDCLIP_MAP_OPERATING_POINTS)")
     parser.add_argument("-l", "--log-level", default="INFO", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging level (default: INFO)")
 
 
@@ -65,6 +66,7 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
         deid_export=args.deid_export,
         deid_include_inputs=args.deid_include_inputs,
         clinical_context=args.clinical_context,
+        operating_points=args.operating_points,
     )
 
 

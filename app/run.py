@@ -22,6 +22,7 @@ from app.configuration import ProductConfiguration, load_product_configuration
 from app.settings import RunSettings, SettingsError
 from common.configuration import ConfigurationError
 from common.model_identity import ModelIdentity
+from common.operating_points import SiteOperatingPoints, check_operating_points
 from operators.messages import OutcomeStatus, RunResults, StudyAnalysis, StudyOutcome
 from operators.inference.zero_shot_analyzer import ZeroShotAnalyzer
 from operators.study_batch import StageProgress
@@ -71,6 +72,25 @@ def configuration_of(settings: RunSettings) -> ProductConfiguration:
     )
 
 
+def site_operating_points(
+    settings: RunSettings, analyzer: ZeroShotAnalyzer, configuration: ProductConfiguration
+) -> SiteOperatingPoints | None:
+    """The site's operating points file, checked against this run's model weights and prompt sets.
+
+    None without a file. Raises OperatingPointsError (a ConfigurationError: the run cannot start)
+    naming the file when it was made for other weights or other prompts.
+    """
+    if settings.operating_points is None:
+        return None
+    prompt_sets = {name: task.prompt_set_sha256 for name, task in configuration.tasks.tasks.items()}
+    points = check_operating_points(settings.operating_points, analyzer.model.identity.sha256, prompt_sets)
+    logger.info(
+        "site operating points %s: %d label(s) of task(s) %s", settings.operating_points,
+        sum(len(labels) for labels in points.tasks.values()), ", ".join(sorted(points.tasks)) or "none",
+    )
+    return points
+
+
 def run(
     settings: RunSettings,
     analyzer: ZeroShotAnalyzer | None = None,
@@ -98,6 +118,7 @@ def run(
             from app.analyzer import open_analyzer
 
             analyzer = open_analyzer(settings, configuration.tasks)
+        operating_points = site_operating_points(settings, analyzer, configuration)
     except (SettingsError, ConfigurationError, ModelDirectoryError, BackendUnavailable, BackendConfigError) as exc:
         logger.error("cannot start: %s", exc)
         return RunReport(seconds=time.perf_counter() - started, start_error=str(exc))
@@ -106,7 +127,7 @@ def run(
 
     model, backend = analyzer.model.identity, analyzer.backend.name
     results = RunResults()
-    app = BiomedCLIPMapApp(settings, analyzer, configuration, results, progress)
+    app = BiomedCLIPMapApp(settings, analyzer, configuration, results, progress, operating_points)
     try:
         app.run()
     except Exception as exc:  # the graph itself broke (not one study): report it, with its traceback, and fail

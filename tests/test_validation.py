@@ -371,3 +371,87 @@ def test_operating_points_need_a_validation_report(tmp_path, capsys):
     other.write_text('{"study": "st-0"}', encoding="utf-8")
     assert main(["operating-points", "--report", str(other), "--method", "youden", "-o", str(tmp_path / "s.json")]) == 2
     assert f"{other}: not a validation report" in capsys.readouterr().err
+
+
+def _map_run(validated, tiny_model_dir, tmp_path, names=("study001", "study002", "study004"), *extra: str) -> tuple[int, Path]:
+    """The MAP (`run`) on a few of the labelled studies, with the validation's salt; exit code and folder."""
+    for name in names:
+        shutil.copytree(validated["root"] / "input" / name, tmp_path / "input" / name)
+    shutil.copytree(validated["root"] / "work", tmp_path / "work", dirs_exist_ok=True)
+    code = main([
+        "run", "-i", str(tmp_path / "input"), "-o", str(tmp_path / "output"), "-m", str(tiny_model_dir.parent),
+        "-w", str(tmp_path / "work"), "--allow-untrained", "--results-json", str(tmp_path / "json"), *extra,
+    ])
+    return code, tmp_path
+
+
+@pytest.mark.parametrize("band", [0.0, 0.4])
+def test_sr_reports_present_absent_indeterminate_at_the_site_operating_points(validated, tiny_model_dir, tmp_path, band):
+    from operators.outputs.result_json import findings_document
+    from operators.sr import coding
+    from operators.sr.sr_readback import read_findings
+    from tests.dicom_validation import run_dciodvfy
+
+    site = tmp_path / "site.json"
+    assert main(["operating-points", "--report", str(validated["root"] / "report" / "report.json"),
+                 "--method", "youden", "--band", str(band), "-o", str(site)]) == 0
+    points = json.loads(site.read_text(encoding="utf-8"))["tasks"][TASK]["labels"]
+    code, folder = _map_run(validated, tiny_model_dir, tmp_path, ("study001", "study002", "study004"), "--operating-points", str(site))
+    assert code == 0
+    cases = {c["case"]: c for c in validated["report"]["cases"]}
+    reports = sorted((folder / "output").glob("SR-*.dcm"))
+    assert len(reports) == 3
+    for path in reports:
+        findings = read_findings(path)
+        (series,) = findings.series
+        probabilities = cases[path.stem.removeprefix("SR-")]["probabilities"]
+        expected = []
+        for name in (NORMAL, EFFUSION):
+            p, t = probabilities[name], points[name]["threshold"]
+            value = coding.INDETERMINATE if abs(p - t) < band else coding.PRESENT if p >= t else coding.ABSENT
+            expected.append((value, f"operating point {name}: threshold {100 * t:.2f} %, Youden's J"))
+        assert [value for _, value in series.decisions] == [value for value, _ in expected]
+        assert [label.meaning for label, _ in series.decisions] == ["Normal", "Pleural effusion"]
+        for _, words in expected:
+            assert any(parameter.startswith(words) for parameter in series.algorithm_parameters), series.algorithm_parameters
+        assert any("at the site's validated operating points" in line and "Youden's J" in line for line in findings.narrative)
+        assert not any("No site-validated threshold exists" in line for line in findings.narrative)
+        written = json.loads((folder / "json" / f"{path.stem.removeprefix('SR-')}.json").read_text(encoding="utf-8"))
+        assert written["findings"] == findings_document(findings)
+        report = run_dciodvfy(path)
+        assert report.errors == (), report.output
+    if band == 0.4:
+        assert all(value == coding.INDETERMINATE for path in reports for _, value in read_findings(path).series[0].decisions)
+
+
+def test_sr_without_operating_points_says_no_site_validated_threshold(validated, tiny_model_dir, tmp_path):
+    from operators.sr.sr_content import NO_OPERATING_POINTS_NOTICE
+    from operators.sr.sr_readback import read_findings
+
+    code, folder = _map_run(validated, tiny_model_dir, tmp_path, ("study001",))
+    assert code == 0
+    (path,) = (folder / "output").glob("SR-*.dcm")
+    findings = read_findings(path)
+    assert NO_OPERATING_POINTS_NOTICE in findings.narrative
+    assert findings.series[0].decisions == ()
+
+
+def test_a_run_refuses_operating_points_of_other_weights_or_prompts(validated, tiny_model_dir, tmp_path, capsys):
+    site = tmp_path / "site.json"
+    assert main(["operating-points", "--report", str(validated["root"] / "report" / "report.json"),
+                 "--method", "youden", "-o", str(site)]) == 0
+    document = json.loads(site.read_text(encoding="utf-8"))
+    document["model"]["sha256"] = "f" * 64
+    other_weights = tmp_path / "other-weights.json"
+    other_weights.write_text(json.dumps(document), encoding="utf-8")
+    capsys.readouterr()
+    code, folder = _map_run(validated, tiny_model_dir, tmp_path, ("study001",), "--operating-points", str(other_weights))
+    assert code == 2
+    assert f"{other_weights}: made for model weights sha256 ffffffffffff" in capsys.readouterr().err
+    assert not list((folder / "output").glob("*.dcm"))
+    tasks = tmp_path / "tasks.yaml"
+    tasks.write_text((CONFIG_DIR / "zero_shot_tasks.yaml").read_text(encoding="utf-8").replace("a normal chest X-ray", "a clear chest X-ray"), encoding="utf-8")
+    code = main(["run", "-i", str(folder / "input"), "-o", str(folder / "output"), "-m", str(tiny_model_dir.parent),
+                 "-w", str(folder / "work"), "--allow-untrained", "--tasks", str(tasks), "--operating-points", str(site)])
+    assert code == 2
+    assert f"tasks.{TASK}: made for another prompt set" in capsys.readouterr().err
