@@ -455,3 +455,8 @@ def test_a_run_refuses_operating_points_of_other_weights_or_prompts(validated, t
                  "-w", str(folder / "work"), "--allow-untrained", "--tasks", str(tasks), "--operating-points", str(site)])
     assert code == 2
     assert f"tasks.{TASK}: made for another prompt set" in capsys.readouterr().err
+
+
+def test_progress_covers_the_measuring(validated):
+    # all cases, then manufacturer 2, model 2, body part 1, sex 2, age band 2
+    assert "validate: measuring chest_radiograph: 10/10 case sets (all, then each subgroup) done in" in validated["stderr"]

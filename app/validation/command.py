@@ -35,7 +35,8 @@ STAGE_WORDS = {"preprocessing": "reading images", "inference": "analysing"}
 class ProgressLine:
     """Shows studies done / total and the time left of each slow stage on a stream (stderr).
 
-    The run API tells it when a stage starts (0 done) and after each study. On a terminal the
+    The run API tells it when a stage starts (0 done) and after each study; the measuring of each
+    task after each set of cases (all of them, then each subgroup value). On a terminal the
     line is rewritten in place after every study; otherwise a line is written at most every
     `PROGRESS_EVERY_S` seconds, and always for the first and the last study.
     """
@@ -53,10 +54,11 @@ class ProgressLine:
             return
         elapsed = now - self.started[stage]
         words = STAGE_WORDS.get(stage, stage)
+        unit = "case sets (all, then each subgroup)" if stage.startswith("measuring") else "studies"
         if done >= total:
-            line = f"validate: {words}: {done}/{total} studies done in {elapsed:.0f} s"
+            line = f"validate: {words}: {done}/{total} {unit} done in {elapsed:.0f} s"
         else:
-            line = f"validate: {words}: {done}/{total} studies, about {elapsed / done * (total - done):.0f} s left"
+            line = f"validate: {words}: {done}/{total} {unit}, about {elapsed / done * (total - done):.0f} s left"
         terminal = self.stream.isatty()
         if not terminal and done not in (1, total) and now - self.last_shown < PROGRESS_EVERY_S:
             return
@@ -86,7 +88,8 @@ def validate(
         logger.error("cannot start: %s", exc)
         return ValidationRun(EXIT_CANNOT_START, {})
     logger.info("labels file: %d case(s) for task(s) %s", len(labels.cases), ", ".join(labels.tasks()))
-    report = run(replace(settings, write_reports=False), configuration=configuration, progress=progress or ProgressLine())
+    progress = progress or ProgressLine()
+    report = run(replace(settings, write_reports=False), configuration=configuration, progress=progress)
     if report.start_error is not None:
         return ValidationRun(EXIT_CANNOT_START, {})
     cases = match_cases(labels, report.analyses, settings.uid_salt)
@@ -95,7 +98,7 @@ def validate(
     if not cases.scored:
         logger.error("no labelled case got a result: no report written (see the lines above)")
         return ValidationRun(EXIT_STUDY_FAILED, {})
-    tasks = {name: measure_task(configuration.tasks.tasks[name], cases.of_task(name), metrics)
+    tasks = {name: measure_task(configuration.tasks.tasks[name], cases.of_task(name), metrics, progress)
              for name in labels.tasks() if cases.of_task(name)}
     result = ValidationResult(
         model=report.model, backend=report.backend, labels=labels, cases=cases, settings=metrics, tasks=tasks,

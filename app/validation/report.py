@@ -14,7 +14,7 @@ import html
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -66,17 +66,32 @@ def _arrays(cases: list[ScoredCase]) -> tuple[np.ndarray, np.ndarray]:
     return np.array([c.label_index for c in cases], dtype=int), np.vstack([c.probabilities for c in cases])
 
 
-def measure_task(task: ZeroShotTask, cases: list[ScoredCase], settings: MetricSettings) -> TaskResult:
-    """The task's figures over all its cases and for each subgroup value the headers (or labels) give."""
+def measure_task(
+    task: ZeroShotTask, cases: list[ScoredCase], settings: MetricSettings, progress: Callable[[str, int, int], None] | None = None
+) -> TaskResult:
+    """The task's figures over all its cases and for each subgroup value the headers (or labels) give.
+
+    `progress` is told (stage, done, total) as each set of cases (all, then each subgroup value) is
+    measured: the bootstrap makes this take a while on a large data set.
+    """
     truth, probabilities = _arrays(cases)
+    groups = {name: sorted({case.subgroups.get(name, "unknown") for case in cases})
+              for name in dict.fromkeys(key for case in cases for key in case.subgroups)}
+    stage, total = f"measuring {task.name}", 1 + sum(len(values) for values in groups.values())
+    tell = progress or (lambda *_: None)
+    tell(stage, 0, total)
+    overall = task_metrics(task.label_names, truth, probabilities, settings)
+    done = 1
+    tell(stage, done, total)
     subgroups: dict[str, dict[str, TaskMetrics]] = {}
-    for name in dict.fromkeys(key for case in cases for key in case.subgroups):
-        values = sorted({case.subgroups.get(name, "unknown") for case in cases})
+    for name, values in groups.items():
         subgroups[name] = {}
         for value in values:
             chosen = [i for i, case in enumerate(cases) if case.subgroups.get(name, "unknown") == value]
             subgroups[name][value] = task_metrics(task.label_names, truth[chosen], probabilities[chosen], settings)
-    return TaskResult(task, task_metrics(task.label_names, truth, probabilities, settings), subgroups)
+            done += 1
+            tell(stage, done, total)
+    return TaskResult(task, overall, subgroups)
 
 
 def _label_json(metrics: LabelMetrics, *, full: bool) -> dict[str, Any]:
