@@ -89,7 +89,8 @@ def validate(
         return ValidationRun(EXIT_CANNOT_START, {})
     logger.info("labels file: %d case(s) for task(s) %s", len(labels.cases), ", ".join(labels.tasks()))
     progress = progress or ProgressLine()
-    report = run(replace(settings, write_reports=False), configuration=configuration, progress=progress)
+    # no SR, hence no operating points: a new model or prompt set is validated before it has any
+    report = run(replace(settings, write_reports=False, operating_points=None), configuration=configuration, progress=progress)
     if report.start_error is not None:
         return ValidationRun(EXIT_CANNOT_START, {})
     cases = match_cases(labels, report.analyses, settings.uid_salt)
