@@ -460,3 +460,17 @@ def test_a_run_refuses_operating_points_of_other_weights_or_prompts(validated, t
 def test_progress_covers_the_measuring(validated):
     # all cases, then manufacturer 2, model 2, body part 1, sex 2, age band 2
     assert "validate: measuring chest_radiograph: 10/10 case sets (all, then each subgroup) done in" in validated["stderr"]
+
+
+def test_validate_ignores_the_operating_points_a_map_host_configures(validated, tiny_model_dir, tmp_path, monkeypatch):
+    """A new model is validated before it has operating points: the MAP's site file must not block it."""
+    stale = tmp_path / "stale-site.json"
+    stale.write_text('{"kind": "biomedclip-map operating points"}', encoding="utf-8")
+    monkeypatch.setenv("BIOMEDCLIP_MAP_OPERATING_POINTS", str(stale))
+    for name in ("study001", "study002"):
+        shutil.copytree(validated["root"] / "input" / name, tmp_path / "input" / name)
+    labels = write_labels(tmp_path / "labels.csv", validated["studies"][1:3], by_instance_every=0)
+    code = main(["validate", "-i", str(tmp_path / "input"), "--labels", str(labels), "-o", str(tmp_path / "report"),
+                 "-m", str(tiny_model_dir.parent), "-w", str(tmp_path / "work"), "--allow-untrained", "--bootstrap", "20"])
+    assert code == 0
+    assert json.loads((tmp_path / "report" / "report.json").read_text(encoding="utf-8"))["data_set"]["cases"] == 2
