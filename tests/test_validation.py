@@ -474,3 +474,31 @@ def test_validate_ignores_the_operating_points_a_map_host_configures(validated, 
                  "-m", str(tiny_model_dir.parent), "-w", str(tmp_path / "work"), "--allow-untrained", "--bootstrap", "20"])
     assert code == 0
     assert json.loads((tmp_path / "report" / "report.json").read_text(encoding="utf-8"))["data_set"]["cases"] == 2
+
+
+def test_the_dicom_node_checks_its_operating_points_when_it_opens_the_model(validated, tiny_model_dir, tmp_path):
+    import yaml
+
+    from app.node.config import load_node_config
+    from app.node.runner import ModelUnavailable, node_configuration, open_analyzer
+
+    site = tmp_path / "site.json"
+    assert main(["operating-points", "--report", str(validated["root"] / "report" / "report.json"),
+                 "--method", "youden", "-o", str(site)]) == 0
+    document = json.loads(site.read_text(encoding="utf-8"))
+    document["model"]["sha256"] = "e" * 64
+    (tmp_path / "other-weights.json").write_text(json.dumps(document), encoding="utf-8")
+
+    def config(points: str):
+        path = tmp_path / f"node-{points}.yaml"
+        path.write_text(yaml.safe_dump({"spool": {"path": "spool"}, "processing": {
+            "models": str(tiny_model_dir.parent), "allow_untrained": True, "operating_points": points}}), encoding="utf-8")
+        return load_node_config(path)
+
+    (tmp_path / "scratch").mkdir()
+    good = config("site.json")
+    assert good.processing.operating_points == site  # relative to the configuration file
+    assert open_analyzer(good, tmp_path / "scratch", node_configuration(good)) is not None
+    bad = config("other-weights.json")
+    with pytest.raises(ModelUnavailable, match=r"made for model weights sha256 eeeeeeeeeeee.*processing\.operating_points"):
+        open_analyzer(bad, tmp_path / "scratch", node_configuration(bad))
