@@ -502,3 +502,14 @@ def test_the_dicom_node_checks_its_operating_points_when_it_opens_the_model(vali
     bad = config("other-weights.json")
     with pytest.raises(ModelUnavailable, match=r"made for model weights sha256 eeeeeeeeeeee.*processing\.operating_points"):
         open_analyzer(bad, tmp_path / "scratch", node_configuration(bad))
+
+
+@pytest.mark.parametrize(("probability", "margin", "expected"), [
+    (0.90, 0.30, "present"), (0.10, 0.30, "absent"), (0.52, 0.30, "indeterminate"), (0.48, 0.30, "indeterminate"),
+    (0.90, 0.05, "indeterminate"), (0.56, 0.30, "present"), (0.44, 0.30, "absent"),
+])
+def test_decision_rule_band_and_top1_margin(probability, margin, expected):
+    from common.operating_points import OperatingPoint
+
+    point = OperatingPoint(threshold=0.5, method="Youden's J", band=0.05, min_top1_margin=0.1)
+    assert point.decide(probability, top1_margin=margin).value == expected
