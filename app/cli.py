@@ -1,4 +1,6 @@
-"""Command line of biomedclip-map: `run` (the MAP contract), `demo` (sample studies end to end).
+"""Command line of biomedclip-map: `run` (the MAP contract), `demo` (sample studies end to end),
+`serve` (the DICOM node), `validate` (site validation on labelled studies) and `operating-points`
+(a threshold per label chosen from a validation report).
 
 Exit codes: 0 every study was reported or had nothing to analyse (the log says why); 1 at least
 one study failed internally or was refused because its instances disagree on patient identity
@@ -43,6 +45,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--deid-export", dest="deid_export", help="also write de-identified copies (DICOM PS3.15 Basic Profile) of each study's results into this folder, outside -o (also BIOMEDCLIP_MAP_DEID_EXPORT_DIR)")
     parser.add_argument("--deid-include-inputs", dest="deid_include_inputs", action="store_true", help="with --deid-export: also export de-identified copies of the analysed input instances (also BIOMEDCLIP_MAP_DEID_INCLUDE_INPUTS=1)")
     parser.add_argument("--clinical-context", dest="clinical_context", action="store_true", help="add one scrubbed clinical-context line from the study's free text (descriptions, history, reason for the request) to the SR; off by default, so no source free text goes into any output (also BIOMEDCLIP_MAP_CLINICAL_CONTEXT=1)")
+    parser.add_argument("--operating-points", dest="operating_points", help="the site's operating points file ('biomedclip-map operating-points'): findings are reported present / absent / indeterminate; refused unless made for this model and these prompts (also BIOMEDCLIP_MAP_OPERATING_POINTS)")
     parser.add_argument("-l", "--log-level", default="INFO", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging level (default: INFO)")
 
 
@@ -64,6 +67,7 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
         deid_export=args.deid_export,
         deid_include_inputs=args.deid_include_inputs,
         clinical_context=args.clinical_context,
+        operating_points=args.operating_points,
     )
 
 
@@ -75,6 +79,78 @@ def run_from_args(args: argparse.Namespace) -> int:
         logger.error("cannot start: %s", exc)
         return EXIT_CANNOT_START
     return run(settings).exit_code
+
+
+def add_validate_arguments(parser: argparse.ArgumentParser) -> None:
+    """`validate`: labelled studies in, a validation report out (no DICOM written)."""
+    from app.validation.metrics import DEFAULT_BOOTSTRAP, DEFAULT_SEED
+
+    parser.add_argument("-i", "--input", required=True, help="folder of the labelled DICOM studies")
+    parser.add_argument("--labels", required=True, help="labels CSV: StudyInstanceUID or SOPInstanceUID, task, label[, skin_type] (see the README)")
+    parser.add_argument("-o", "--output", required=True, help="folder for the report (report.json, report.html, PNG figures)")
+    parser.add_argument("-m", "--model", dest="models", help="folder holding the model directory 'biomedclip/' (default: $HOLOSCAN_MODEL_PATH, else ./models)")
+    parser.add_argument("-w", "--workdir", help="work folder for caches and the salt of the case references (default: $HOLOSCAN_WORKDIR, else a folder in the system temp dir)")
+    parser.add_argument("--allow-untrained", action="store_true", help="accept a model whose status is 'untrained' (the report says its figures measure chance only)")
+    parser.add_argument("--backend", choices=BACKEND_CHOICES, help="force an inference backend (default: auto; also BIOMEDCLIP_MAP_BACKEND)")
+    parser.add_argument("--rules", help="selection rules JSON; default: the bundled rules (use the site's MAP configuration)")
+    parser.add_argument("--tasks", help="zero-shot task YAML; default: the bundled tasks (use the site's MAP configuration)")
+    parser.add_argument("--bootstrap", type=int, default=DEFAULT_BOOTSTRAP, help=f"bootstrap resamples of the AUROC interval (default: {DEFAULT_BOOTSTRAP})")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"seed of the bootstrap (default: {DEFAULT_SEED})")
+    parser.add_argument("-l", "--log-level", default="INFO", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging level (default: INFO)")
+
+
+def validate_from_args(args: argparse.Namespace) -> int:
+    """Resolve the settings, validate once; the exit code (see `app.validation.command`)."""
+    from app.validation.command import validate
+    from app.validation.metrics import MetricSettings
+
+    if args.bootstrap < 1:
+        logger.error("cannot start: --bootstrap %d: give at least 1 resample", args.bootstrap)
+        return EXIT_CANNOT_START
+    try:
+        settings = resolve_run_settings(
+            input_path=args.input, output_path=args.output, models_path=args.models, work_dir=args.workdir,
+            allow_untrained=args.allow_untrained, backend=args.backend, selection_rules=args.rules, tasks=args.tasks,
+        )
+    except SettingsError as exc:
+        logger.error("cannot start: %s", exc)
+        return EXIT_CANNOT_START
+    metrics = MetricSettings(bootstrap=args.bootstrap, seed=args.seed)
+    return validate(settings, Path(args.labels), Path(args.output), metrics).exit_code
+
+
+def add_operating_points_arguments(parser: argparse.ArgumentParser) -> None:
+    """`operating-points`: a validation report in, the site's thresholds out."""
+    parser.add_argument("--report", required=True, help="report.json written by 'biomedclip-map validate'")
+    parser.add_argument("--method", required=True, help="how to choose each label's threshold: youden, sensitivity:T (e.g. sensitivity:0.9) or specificity:T")
+    parser.add_argument("--band", type=float, default=0.05, help="probabilities within this distance of a threshold are indeterminate (default: 0.05)")
+    parser.add_argument("--min-top1-margin", dest="min_top1_margin", type=float, default=0.0, help="below this gap between the two most probable labels, every label is indeterminate (default: 0, off)")
+    parser.add_argument("-o", "--output", required=True, help="site operating points file to write (JSON)")
+    parser.add_argument("-l", "--log-level", default="INFO", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging level (default: INFO)")
+
+
+def operating_points_from_args(args: argparse.Namespace) -> int:
+    """Choose the operating points from the report and write the site file; 0 written, 2 refused."""
+    from app.validation.operating_points import Method, ReportReadError, choose_operating_points, write_operating_points
+    from common.operating_points import OperatingPointsError
+
+    try:
+        method = Method.parse(args.method)
+        if not 0 <= args.band < 0.5 or not 0 <= args.min_top1_margin < 1:
+            raise ValueError("--band must be in [0, 0.5) and --min-top1-margin in [0, 1)")
+        document = choose_operating_points(Path(args.report), method, band=args.band, min_top1_margin=args.min_top1_margin)
+    except (ValueError, ReportReadError, OperatingPointsError) as exc:
+        logger.error("cannot choose operating points: %s", exc)
+        return EXIT_CANNOT_START
+    path = write_operating_points(document, Path(args.output))
+    for task, entry in document["tasks"].items():
+        for label, point in entry["labels"].items():
+            logger.info("%s / %s: threshold %.4f (sensitivity %.2f, specificity %.2f on %d+%d validation cases)", task, label,
+                        point["threshold"], point["sensitivity"], point["specificity"], point["positives"], point["negatives"])
+        for label, reason in entry["not_set"].items():
+            logger.warning("%s / %s: no operating point: %s", task, label, reason)
+    logger.info("site operating points written to %s", path)
+    return EXIT_OK
 
 
 def map_main(argv: Sequence[str] | None = None) -> int:
@@ -128,7 +204,7 @@ def serve_request(args: argparse.Namespace) -> ServeRequest:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`biomedclip-map run|demo|serve ...` for people."""
+    """`biomedclip-map run|demo|serve|validate ...` for people."""
     parser = argparse.ArgumentParser(prog=APP_NAME, description="BiomedCLIP zero-shot analysis of DICOM studies, returned as DICOM SR")
     parser.add_argument("--version", action="version", version=f"{APP_NAME} {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -139,6 +215,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--backend", choices=BACKEND_CHOICES, help="force an inference backend")
     demo.add_argument("-l", "--log-level", default="WARNING", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     add_serve_arguments(commands.add_parser("serve", help="run as a DICOM node: receive studies from PACS, analyse each, send the results back"))
+    add_validate_arguments(commands.add_parser("validate", help="measure the analysis on labelled studies of this site: a validation report, no DICOM written"))
+    add_operating_points_arguments(commands.add_parser("operating-points", help="choose a threshold per label from a validation report and write the site operating points file"))
     args = parser.parse_args(argv)
     if args.command == "serve":
         from app.node.command import serve_main
@@ -147,6 +225,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(args.log_level)
     if args.command == "run":
         return run_from_args(args)
+    if args.command == "validate":
+        return validate_from_args(args)
+    if args.command == "operating-points":
+        return operating_points_from_args(args)
     from app.demo import run_demo
 
     return run_demo(Path(args.output), Path(args.models), backend=args.backend)

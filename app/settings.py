@@ -45,6 +45,7 @@ ENV_TRITON_NETLOC = "TRITON_SERVER_NETLOC"
 ENV_TRITON_FALLBACK = "BIOMEDCLIP_MAP_TRITON_FALLBACK"
 ENV_TRITON_TIMEOUT = "BIOMEDCLIP_MAP_TRITON_TIMEOUT_S"
 ENV_TENSORRT_PRECISION = "BIOMEDCLIP_MAP_TENSORRT_PRECISION"
+ENV_OPERATING_POINTS = "BIOMEDCLIP_MAP_OPERATING_POINTS"
 TRITON_FALLBACK_CHOICES = ("none", "local")
 TRUTHY_VALUES = frozenset({"1", "true", "yes", "on"})
 
@@ -89,6 +90,12 @@ class RunSettings:
     """TensorRT image engine precision as given (BIOMEDCLIP_MAP_TENSORRT_PRECISION; empty: fp16), checked by the engine."""
     clinical_context: bool = False
     """Put a scrubbed clinical-context line from the study's free text into the SR (off: no source free text)."""
+    operating_points: Path | None = None
+    """The site's operating points file (`biomedclip-map operating-points`); None: probabilities only,
+    and the SR says that no site-validated threshold exists."""
+    write_reports: bool = True
+    """False for site validation: the same graph runs, but its sink collects each study's analysis
+    (`RunReport.analyses`) instead of writing the SR, captures and JSON results."""
 
     @property
     def engines(self) -> EngineSettings:
@@ -195,6 +202,7 @@ def resolve_run_settings(
     triton_server_netloc: str | None = None,
     triton_fallback: str | None = None,
     clinical_context: bool = False,
+    operating_points: str | os.PathLike | None = None,
 ) -> RunSettings:
     """Resolve flags, then environment, then defaults; check each path is usable for its role.
 
@@ -254,4 +262,5 @@ def resolve_run_settings(
         triton_timeout_s=engines.triton_timeout_s,
         tensorrt_precision=engines.tensorrt_precision,
         clinical_context=clinical_context or truthy(os.environ.get(ENV_CLINICAL_CONTEXT)),
+        operating_points=Path(points) if (points := operating_points or os.environ.get(ENV_OPERATING_POINTS)) else None,
     )

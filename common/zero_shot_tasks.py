@@ -8,6 +8,8 @@ The file is checked by the schema below (`common.configuration`); an error names
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
@@ -56,6 +58,19 @@ class ZeroShotTask:
     @property
     def label_names(self) -> list[str]:
         return [label.name for label in self.labels]
+
+    @property
+    def prompt_set_sha256(self) -> str:
+        """SHA-256 of exactly what the task asks the model: each label's name and every text embedded for it.
+
+        Validation reports and operating points are tied to it: any change of a label, a
+        template or a description gives another hash.
+        """
+        canonical = json.dumps(
+            {"task": self.name, "labels": [[label.name, *self.prompts_for(label)] for label in self.labels]},
+            ensure_ascii=False, separators=(",", ":"),
+        )
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True)

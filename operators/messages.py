@@ -112,6 +112,8 @@ class OutcomeStatus(str, enum.Enum):
     #: Not reported because its data make any report unsafe (instances of more than one patient).
     REFUSED = "refused"
     FAILED = "failed"
+    #: Analysed and handed back to the caller without writing any report (site validation).
+    ANALYSED = "analysed"
 
 
 class OutputKind(str, enum.Enum):
@@ -177,13 +179,22 @@ class RunResults:
 
     def __init__(self) -> None:
         self._outcomes: list[StudyOutcome] = []
+        self._analyses: list["StudyAnalysis"] = []
 
     def add(self, outcomes: list[StudyOutcome]) -> None:
         self._outcomes.extend(outcomes)
 
+    def add_analyses(self, analyses: list["StudyAnalysis"]) -> None:
+        """Keep the analyses a collecting sink received (site validation: no report is written)."""
+        self._analyses.extend(analyses)
+
     @property
     def outcomes(self) -> list[StudyOutcome]:
         return list(self._outcomes)
+
+    @property
+    def analyses(self) -> list["StudyAnalysis"]:
+        return list(self._analyses)
 
 
 @dataclass

@@ -27,6 +27,7 @@ from operators.messages import (
     StudyOutcome,
 )
 from operators.outputs.output_identity import report_identity
+from common.operating_points import SiteOperatingPoints
 from common.product import MANUFACTURER, MODEL_NAME, SOFTWARE_VERSION
 from operators.outputs.result_json import write_result_json
 from operators.sr.sr_content import DeviceIdentity, build_report, report_findings
@@ -48,9 +49,13 @@ THIS_DEVICE = DeviceIdentity(
 
 
 def write_study_report(
-    analysis: StudyAnalysis, output_dir: Path, results_json_dir: Path | None, device: DeviceIdentity = THIS_DEVICE
+    analysis: StudyAnalysis, output_dir: Path, results_json_dir: Path | None, device: DeviceIdentity = THIS_DEVICE,
+    operating_points: SiteOperatingPoints | None = None,
 ) -> StudyOutcome:
-    """Build the study's SR, viewable images and Segmentations, write them (and the JSON results where configured), say what was written."""
+    """Build the study's SR, viewable images and Segmentations, write them (and the JSON results where configured), say what was written.
+
+    With the site's `operating_points`, findings are present / absent / indeterminate (see `report_findings`).
+    """
     identity = report_identity(analysis.study.header)
     if identity.fixes:
         logger.warning(
@@ -62,10 +67,12 @@ def write_study_report(
     # clinical_context was built from the study's free text and scrubbed by the PHIScrubber.
     report = build_report(
         analysis, device=device, complete=analysis.left_out == 0, extra_text=analysis.clinical_context,
-        identity=identity, segmentations=segmentations,
+        identity=identity, segmentations=segmentations, operating_points=operating_points,
     )
     # The JSON results are the same findings the SR holds (computed the same way, from the same analysis).
-    written = report_findings(analysis, extra_text=analysis.clinical_context, segmentations=segmentations)
+    written = report_findings(
+        analysis, extra_text=analysis.clinical_context, segmentations=segmentations, operating_points=operating_points
+    )
     captures = build_study_captures(analysis, device, identity)  # viewable images, built before anything is written
     ref = analysis.study.ref
     name = f"SR-{ref}.dcm"
@@ -101,9 +108,12 @@ class SRWriterOperator(Operator):
     """Sink of the graph: writes each study's outputs and hands every study's outcome to `results`."""
 
     def __init__(
-        self, fragment, *args, output_dir: Path, results: RunResults, results_json_dir: Path | None = None, **kwargs
+        self, fragment, *args, output_dir: Path, results: RunResults, results_json_dir: Path | None = None,
+        operating_points: SiteOperatingPoints | None = None, **kwargs
     ):
-        self.step = partial(write_study_report, output_dir=Path(output_dir), results_json_dir=results_json_dir)
+        self.step = partial(
+            write_study_report, output_dir=Path(output_dir), results_json_dir=results_json_dir, operating_points=operating_points
+        )
         self.results = results
         super().__init__(fragment, *args, **kwargs)
 

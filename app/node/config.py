@@ -188,6 +188,9 @@ class ProcessingSettings(ConfigModel):
     deid_export: Path | None = Field(None, description="also write de-identified copies of the results here (outside the spool)")
     deid_include_inputs: bool = Field(False, description="with deid_export: also export the analysed inputs, de-identified")
     clinical_context: bool = Field(False, description="add a scrubbed clinical-context line from the study's free text to the SR")
+    operating_points: Path | None = Field(
+        None, description="the site's operating points file ('biomedclip-map operating-points'); checked against the model and prompts at start"
+    )
     run_arguments: list[str] | None = Field(None, description="no longer supported: use the processing keys above")
 
     @field_validator("backend")
@@ -418,7 +421,7 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
     """Relative paths in the file are taken relative to the file's folder (not the current folder)."""
     path_keys = {
         "spool": ["path"],
-        "processing": ["models", "work_dir", "rules", "tasks", "results_json", "audit_log", "deid_export"],
+        "processing": ["models", "work_dir", "rules", "tasks", "results_json", "audit_log", "deid_export", "operating_points"],
     }
     out = dict(raw)
     for section, keys in path_keys.items():

@@ -17,7 +17,7 @@ from pathlib import Path
 from app.configuration import ProductConfiguration, load_product_configuration
 from app.node.config import NodeConfig
 from common.configuration import ConfigurationError
-from app.run import RunReport, run
+from app.run import RunReport, run, site_operating_points
 from app.settings import RunSettings, SettingsError, resolve_run_settings
 from operators.messages import OutcomeStatus, OutputFile
 from operators.inference.zero_shot_analyzer import ZeroShotAnalyzer
@@ -60,6 +60,7 @@ def run_settings(config: NodeConfig, input_dir: Path, output_dir: Path) -> RunSe
         deid_export=p.deid_export,
         deid_include_inputs=p.deid_include_inputs,
         clinical_context=p.clinical_context,
+        operating_points=p.operating_points,
     )
 
 
@@ -74,19 +75,31 @@ def node_configuration(config: NodeConfig) -> ProductConfiguration:
 
 
 def open_analyzer(config: NodeConfig, scratch: Path, configuration: ProductConfiguration) -> ZeroShotAnalyzer:
-    """Open the model once for the node's lifetime; ModelUnavailable naming what to fix."""
+    """Open the model once for the node's lifetime; ModelUnavailable naming what to fix.
+
+    The site's operating points (processing.operating_points) are checked against the opened
+    model and the tasks here, so a file made for other weights or prompts stops the node at start
+    instead of failing every study.
+    """
     from app.analyzer import open_analyzer as open_model
+    from common.operating_points import OperatingPointsError
     from engines.base import BackendUnavailable
     from engines.selection import BackendConfigError
     from models.errors import ModelDirectoryError
 
     try:
-        return open_model(run_settings(config, scratch, scratch / "model-check-output"), configuration.tasks)
+        settings = run_settings(config, scratch, scratch / "model-check-output")
+        analyzer = open_model(settings, configuration.tasks)
     except (SettingsError, ConfigurationError, ModelDirectoryError, BackendUnavailable, BackendConfigError) as exc:
         raise ModelUnavailable(
             f"{exc} [in the node's configuration: processing.models (--models), processing.allow_untrained "
             "(--allow-untrained), processing.backend (--backend), processing.tasks]"
         ) from exc
+    try:
+        site_operating_points(settings, analyzer, configuration)
+    except OperatingPointsError as exc:
+        raise ModelUnavailable(f"{exc} [in the node's configuration: processing.operating_points]") from exc
+    return analyzer
 
 
 def job_result(report: RunReport) -> JobResult:

@@ -39,6 +39,7 @@ def _series_group(group: SeriesFindings) -> dict:
         "finding": _code(group.finding),
         "top_label": _code(group.top_label),
         "probabilities": [{"concept": _code(p.concept), "percent": p.percent} for p in group.probabilities],
+        "decisions": [{"concept": _code(label), "value": _code(value)} for label, value in group.decisions],
         "source_images": _images(group.source_images),
         "algorithm": {
             "name": group.algorithm_name,

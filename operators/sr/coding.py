@@ -78,6 +78,12 @@ def stored_percent(probability: float) -> float:
 #: Derivation of a series-level probability computed as the mean over several images.
 MEAN = CodedConcept.from_code(codes.SCT.Mean)
 
+#: The value of a label's qualitative evaluation at the site's operating point (SNOMED CT qualifiers).
+PRESENT = Code("SCT", "52101004", "Present")
+ABSENT = Code("SCT", "272519000", "Absent")
+INDETERMINATE = Code("SCT", "82334004", "Indeterminate")
+DECISION_VALUES = (PRESENT, ABSENT, INDETERMINATE)
+
 #: Concept name of the narrative TEXT items (DCM 121106 "Comment").
 COMMENT = CodedConcept.from_code(codes.DCM.Comment)
 

@@ -10,7 +10,9 @@ The report is a Comprehensive 3D SR (highdicom `Comprehensive3DSR`) whose conten
   identifier, the algorithm (TID 4019: model name, version, weights hash, backend), the method
   (99BMCLIP zero-shot classification), the source images (instances, and frames of multi-frame
   instances), the most probable label as a coded finding, and every label's probability as a
-  numeric measurement in UCUM percent;
+  numeric measurement in UCUM percent; with site operating points, each label that has one is a
+  qualitative evaluation valued present / absent / indeterminate (SCT qualifiers), its threshold
+  and method named in the algorithm parameters;
 - specialist measurement groups: the groups each specialist returned (`operators.specialists`;
   the burn specialist's give the depth, wound areas, %TBSA estimate and flags per photograph), written
   generically (see the last section of this module);
@@ -18,7 +20,8 @@ The report is a Comprehensive 3D SR (highdicom `Comprehensive3DSR`) whose conten
   (`operators.segmentations`; the burn wound map), referencing the segment and its source image;
 - qualitative evaluations (root-level container of TID 1500): narrative TEXT items saying that
   the result is AI-generated and requires clinician review, which model and backend produced it,
-  how each series was preprocessed, and, for an untrained model, that the result is meaningless.
+  how each series was preprocessed, whether site-validated thresholds apply (and what they gave),
+  and, for an untrained model, that the result is meaningless.
 
 The report files into the source study: patient and study attributes come from the study's
 header, the source instances are listed as Current Requested Procedure Evidence, and the
@@ -73,6 +76,7 @@ from pydicom.multival import MultiValue
 from pydicom.sr.codedict import codes
 
 from common.codes import Code
+from common.operating_points import Decision, OperatingPoint, SiteOperatingPoints
 from common.product import SR_SERIES_DESCRIPTION, SR_SERIES_DESCRIPTION_UNTRAINED
 from operators.sr import coding
 from operators.dicom_input.dicom_read import read_dataset
@@ -102,6 +106,12 @@ AI_NOTICE = (
 UNTRAINED_NOTICE = (
     "UNTRAINED MODEL: the model that produced this report is untrained (random weights). "
     "The results are meaningless and must not be used for any clinical purpose."
+)
+
+#: The narrative line of a report made without site operating points.
+NO_OPERATING_POINTS_NOTICE = (
+    "No site-validated threshold exists for this model and prompt set: the label probabilities are reported "
+    "as they are, and no finding is called present or absent."
 )
 
 SERIES_DESCRIPTION = SR_SERIES_DESCRIPTION
@@ -156,6 +166,8 @@ class SeriesFindings:
     algorithm_name: str
     algorithm_version: str
     algorithm_parameters: tuple[str, ...]
+    #: (label code, PRESENT / ABSENT / INDETERMINATE) for each label with a site operating point.
+    decisions: tuple[tuple[Code, Code], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -266,16 +278,46 @@ def _tracking_identifier(index: int, series: SeriesAnalysis) -> str:
     return f"#{index} {series.task.title}{source}"
 
 
-def _algorithm_parameters(analysis: StudyAnalysis, series: SeriesAnalysis) -> tuple[str, ...]:
+def _algorithm_parameters(analysis: StudyAnalysis, series: SeriesAnalysis, points: dict[str, OperatingPoint]) -> tuple[str, ...]:
     return (
         f"weights sha256 {analysis.model.sha256}",
         f"inference backend {analysis.backend}",
         f"zero-shot task {series.task.name}",
         f"model status {analysis.model.status}",
+    ) + tuple(
+        f"operating point {label.name}: threshold {stored_percent(point.threshold):.2f} %, {point.method}, "
+        f"indeterminate within {stored_percent(point.band):.2f} % of it or below a top-1 margin of "
+        f"{stored_percent(point.min_top1_margin):.2f} %"
+        for label in series.task.labels if (point := points.get(label.name)) is not None
     )
 
 
-def _narrative(analysis: StudyAnalysis, extra_text: Sequence[str]) -> tuple[str, ...]:
+DECISION_CODES = {Decision.PRESENT: coding.PRESENT, Decision.ABSENT: coding.ABSENT, Decision.INDETERMINATE: coding.INDETERMINATE}
+
+
+def _decisions(series: SeriesAnalysis, probabilities: np.ndarray, points: dict[str, OperatingPoint]) -> list[tuple[str, Decision, float, OperatingPoint]]:
+    """Each label with an operating point: its name, decision, probability and point (task label order)."""
+    ordered = np.sort(probabilities)[::-1]
+    margin = float(ordered[0] - ordered[1]) if len(ordered) > 1 else 1.0
+    return [
+        (label.name, point.decide(float(p), margin), float(p), point)
+        for label, p in zip(series.task.labels, probabilities) if (point := points.get(label.name)) is not None
+    ]
+
+
+def _operating_points_line(index: int, series: SeriesAnalysis, points: dict[str, OperatingPoint], site: SiteOperatingPoints) -> str:
+    """The narrative line saying what the site's operating points gave for one series, or that it has none."""
+    where = f"Series {_tracking_identifier(index, series)}"
+    if not points:
+        return f"{where}: no site-validated threshold exists for task {series.task.name}; probabilities only."
+    decided = "; ".join(
+        f"{name}: {decision.value} ({stored_percent(p):.2f} %, threshold {stored_percent(point.threshold):.2f} %, {point.method})"
+        for name, decision, p, point in _decisions(series, np.clip(np.asarray(series.probabilities, float), 0, 1), points)
+    )
+    return f"{where}: at the site's validated operating points (validation report SHA-256 {site.report_sha256}): {decided}."
+
+
+def _narrative(analysis: StudyAnalysis, extra_text: Sequence[str], site: SiteOperatingPoints | None = None) -> tuple[str, ...]:
     model = analysis.model
     lines = [AI_NOTICE]
     if model.untrained:
@@ -284,6 +326,13 @@ def _narrative(analysis: StudyAnalysis, extra_text: Sequence[str]) -> tuple[str,
         f"Model: {model.name} version {model.version}, weights SHA-256 {model.sha256}, "
         f"status {model.status}. Inference backend: {analysis.backend}."
     )
+    if site is None:
+        lines.append(NO_OPERATING_POINTS_NOTICE)
+    else:
+        lines.extend(
+            _operating_points_line(index, series, site.for_task(series.task.name), site)
+            for index, series in enumerate(analysis.series, start=1)
+        )
     for index, series in enumerate(analysis.series, start=1):
         top = series.task.labels[int(np.argmax(series.probabilities))]
         lines.append(
@@ -304,9 +353,18 @@ def _narrative(analysis: StudyAnalysis, extra_text: Sequence[str]) -> tuple[str,
 
 
 def report_findings(
-    analysis: StudyAnalysis, *, extra_text: Sequence[str] = (), segmentations: Sequence[SegmentationEvidence] = ()
+    analysis: StudyAnalysis,
+    *,
+    extra_text: Sequence[str] = (),
+    segmentations: Sequence[SegmentationEvidence] = (),
+    operating_points: SiteOperatingPoints | None = None,
 ) -> ReportFindings:
     """What `build_report` writes for `analysis` (and the study's Segmentations), as plain comparable values.
+
+
+    With the site's `operating_points` (checked against the model and prompts at start), each
+    label that has one is decided present / absent / indeterminate; without them the narrative
+    says that no site-validated threshold exists.
 
     Raises ReportBuildError if the analysis cannot be reported (no series, a series without
     images, probabilities that do not match the task's labels, labels sharing a code, a model
@@ -327,6 +385,8 @@ def report_findings(
             raise ReportBuildError(f"study {ref}: analysed series #{index} has no evaluated images")
         probabilities = _probabilities(analysis, index, series)
         labels = series.task.labels
+        points = operating_points.for_task(series.task.name) if operating_points is not None else {}
+        codes_by_name = {label.name: label.code for label in labels}
         sources = _source_images(series)
         evidence.update((s.sop_class_uid, s.sop_instance_uid) for s in sources)
         groups.append(
@@ -341,7 +401,10 @@ def report_findings(
                 source_images=sources,
                 algorithm_name=analysis.model.name,
                 algorithm_version=analysis.model.version,
-                algorithm_parameters=_algorithm_parameters(analysis, series),
+                algorithm_parameters=_algorithm_parameters(analysis, series, points),
+                decisions=tuple(
+                    (codes_by_name[name], DECISION_CODES[decision]) for name, decision, _, _ in _decisions(series, probabilities, points)
+                ),
             )
         )
     segments = segment_groups(analysis, segmentations)
@@ -349,7 +412,7 @@ def report_findings(
     return ReportFindings(
         series=tuple(groups),
         evidence=frozenset(evidence),
-        narrative=_narrative(analysis, extra_text),
+        narrative=_narrative(analysis, extra_text, operating_points),
         specialist_groups=specialist_groups(analysis),
         segment_groups=segments,
     )
@@ -636,7 +699,9 @@ def _measurement_group(
             parameters=list(findings.algorithm_parameters),
         ),
         measurements=measurements,
-        qualitative_evaluations=None if is_finding_row else [QualitativeEvaluation(finding, top_label)],
+        qualitative_evaluations=([] if is_finding_row else [QualitativeEvaluation(finding, top_label)]) + [
+            QualitativeEvaluation(coding.coded(label), coding.coded(value)) for label, value in findings.decisions
+        ] or None,
         source_images=_source_image_items(findings, headers, where),
     )
 
@@ -712,6 +777,7 @@ def build_report(
     complete: bool = True,
     identity: ReportIdentity | None = None,
     segmentations: Sequence[SegmentationEvidence] = (),
+    operating_points: SiteOperatingPoints | None = None,
 ) -> Comprehensive3DSR:
     """Build the Comprehensive 3D SR (TID 1500) that reports `analysis` into its own study.
 
@@ -723,7 +789,8 @@ def build_report(
     header): identifying values exactly as received, everything else conformant. The product's
     earlier reports of the study found in the input are listed in the Predecessor Documents
     Sequence. Each segment of the study's `segmentations` (built, not yet written) gets a TID 1410
-    group that references it, and each Segmentation is listed in the evidence.
+    group that references it, and each Segmentation is listed in the evidence. `operating_points`:
+    the site's checked thresholds (see `report_findings`).
 
     Raises ReportBuildError, naming the study ref and the attribute or file, when the source
     lacks something the report needs (StudyInstanceUID, a readable header of an evaluated
@@ -731,7 +798,7 @@ def build_report(
     """
     ref = analysis.study.ref
     study_uid = _study_instance_uid(analysis)
-    findings = report_findings(analysis, extra_text=extra_text, segmentations=segmentations)
+    findings = report_findings(analysis, extra_text=extra_text, segmentations=segmentations, operating_points=operating_points)
     headers = _instance_headers(analysis)
     identity = identity or report_identity(analysis.study.header)
     carrier = _identity_carrier(analysis, study_uid, list(headers.values()), identity)

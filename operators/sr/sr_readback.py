@@ -65,6 +65,10 @@ def _series_findings(group: MeasurementsAndQualitativeEvaluations, where: str) -
         )
         if CodedConcept.from_dataset(found.ConceptNameCodeSequence[0]) not in _NOT_FINDINGS
     ]
+    # a label's present / absent / indeterminate at the site's operating point is valued by one of
+    # the decision qualifiers; the one other coded item is the reported finding
+    decisions = [found for found in coded if _code_value(found) in coding.DECISION_VALUES]
+    coded = [found for found in coded if _code_value(found) not in coding.DECISION_VALUES]
     if len(coded) != 1:
         raise ReportReadError(f"{where}: expected one coded finding in a measurement group, found {len(coded)}")
     finding = coded[0]
@@ -96,7 +100,15 @@ def _series_findings(group: MeasurementsAndQualitativeEvaluations, where: str) -
         algorithm_name=names[0],
         algorithm_version=versions[0],
         algorithm_parameters=tuple(_texts(root, CodedConcept.from_code(codes.DCM.AlgorithmParameters))),
+        decisions=tuple(
+            (coding.as_code(CodedConcept.from_dataset(found.ConceptNameCodeSequence[0])), _code_value(found)) for found in decisions
+        ),
     )
+
+
+def _code_value(item: Dataset):
+    """The value of a CODE content item as a plain `Code`."""
+    return coding.as_code(CodedConcept.from_dataset(item.ConceptCodeSequence[0]))
 
 
 def read_report(path_or_dataset: str | os.PathLike | Dataset) -> Comprehensive3DSR:
