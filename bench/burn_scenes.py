@@ -403,13 +403,6 @@ def make_scene(seed: int, width: int = 640, height: int = 480) -> EvalScene:
     _skin(canvas, skin, tone, angle)
 
     objects: list[str] = []
-    if burn is not None:
-        ys, xs = np.nonzero(skin)
-        # the wound may lie anywhere on the skin, also against its edge or the frame
-        i = int(rng.integers(len(xs)))
-        centre = (float(xs[i]), float(ys[i]))
-        size = (rng.uniform(0.08, 0.2) * width, rng.uniform(0.07, 0.17) * width)
-        _burn(canvas, skin, burn, tone.lab, centre, size)
     if background == "red clothing":
         # a sleeve or shirt over one end of the limb, touching skin (and any wound there)
         red = (rng.uniform(35, 50), rng.uniform(50, 68), rng.uniform(28, 45))
@@ -426,6 +419,13 @@ def make_scene(seed: int, width: int = 640, height: int = 480) -> EvalScene:
         gauze = _shape(shape, (float(xs[i]), float(ys[i])), (0.12 * width, 0.08 * width), rng, 0.1)
         canvas.textile(gauze, (94.0, 0.0, 1.5), weave=2.5)
         objects.append("white gauze")
+    if burn is not None:
+        ys, xs = np.nonzero(canvas.truth == SKIN)
+        # the wound may lie anywhere on the visible skin, also against its edge, the frame, clothing or gauze
+        i = int(rng.integers(len(xs)))
+        centre = (float(xs[i]), float(ys[i]))
+        size = (rng.uniform(0.08, 0.2) * width, rng.uniform(0.07, 0.17) * width)
+        _burn(canvas, skin, burn, tone.lab, centre, size)
     if background == "ruler":
         _ruler(canvas, rng)
         objects.append("ruler")

@@ -77,10 +77,17 @@ class WoundMap:
     skin_pixels: int
     reference: SkinReference | None
     mode_filter_px: int
+    #: Why nothing is measured although the image was analysed ("" when measured).
+    decline: str = ""
 
     @property
     def skin_found(self) -> bool:
         return self.reference is not None and self.visible_skin_pixels > 0
+
+    @property
+    def measured(self) -> bool:
+        """True when the map gives wound areas: skin was found and no reason to decline was seen."""
+        return self.skin_found and not self.decline
 
     @property
     def wound_pixels(self) -> int:
@@ -101,13 +108,13 @@ class WoundMap:
 
     @property
     def wound_percent_of_skin(self) -> float | None:
-        """Wound area as a percentage of the visible skin, or None when no skin was found."""
-        if not self.skin_found:
+        """Wound area as a percentage of the visible skin, or None when nothing is measured."""
+        if not self.measured:
             return None
         return 100.0 * self.wound_pixels / self.visible_skin_pixels
 
     def class_percent_of_skin(self, index: int) -> float | None:
-        if not self.skin_found:
+        if not self.measured:
             return None
         return 100.0 * self.class_pixels[index] / self.visible_skin_pixels
 
@@ -133,14 +140,74 @@ class _Colour:
     hue: np.ndarray  # degrees, -180..180
 
 
-def _cielab(rgb: np.ndarray, blur_sigma: float) -> _Colour:
+def _blurred(rgb: np.ndarray, blur_sigma: float) -> np.ndarray:
+    """`rgb` (uint8) as float 0-1, lightly blurred against sensor noise."""
     image = rgb.astype(np.float32) * (1.0 / 255.0)
     if blur_sigma > 0:
         image = cv2.GaussianBlur(image, (0, 0), blur_sigma)
+    return image
+
+
+def _cielab(rgb: np.ndarray, blur_sigma: float) -> _Colour:
+    return _cielab_of_float(_blurred(rgb, blur_sigma))
+
+
+def _cielab_of_float(image: np.ndarray) -> _Colour:
     lightness, a, b = cv2.split(cv2.cvtColor(image, cv2.COLOR_RGB2Lab))  # contiguous planes
     chroma, hue = cv2.cartToPolar(a, b, angleInDegrees=True)
     hue = np.where(hue > 180.0, hue - 360.0, hue).astype(np.float32)
     return _Colour(lightness, a, b, chroma, hue)
+
+
+def _flatten_illumination(rgb: np.ndarray, candidates: np.ndarray, sigma_fraction: float) -> np.ndarray:
+    """`rgb` (float 0-1) divided by the large-scale illumination estimated on the skin candidates.
+
+    Skin reflectance varies over millimetres, the light over a limb or a frame: the illumination is
+    the skin's log-luminance smoothed at the scale `sigma_fraction` × long side (normalised
+    convolution over the candidate pixels, on an eighth-size grid), relative to its median. Dividing
+    by it (a gain limited to 0.5-2) removes gradients and soft shadows before any colour is judged,
+    in every channel alike, so hue is kept. Away from the skin the gain falls back to 1.
+    """
+    height, width = candidates.shape
+    if not candidates.any():
+        return rgb
+    luminance = np.maximum(rgb @ np.array([0.2126, 0.7152, 0.0722], np.float32), 1e-3)
+    log_y = np.log(luminance)
+    reference = float(np.median(log_y[candidates]))
+    factor = 8
+    small = (max(1, width // factor), max(1, height // factor))
+    weight = candidates.astype(np.float32)
+    num = cv2.resize(log_y * weight, small, interpolation=cv2.INTER_AREA)
+    den = cv2.resize(weight, small, interpolation=cv2.INTER_AREA)
+    sigma = max(1.0, sigma_fraction * max(height, width) / factor)
+    num = cv2.GaussianBlur(num, (0, 0), sigma)
+    den = cv2.GaussianBlur(den, (0, 0), sigma)
+    trust = np.clip(den / 0.2, 0.0, 1.0)  # little skin nearby: little correction
+    local = np.where(den > 1e-4, num / np.maximum(den, 1e-6), reference)
+    log_gain = np.clip(trust * (reference - local), np.log(0.5), np.log(2.0)).astype(np.float32)
+    gain = np.exp(cv2.resize(log_gain, (width, height), interpolation=cv2.INTER_LINEAR))
+    return np.clip(rgb * gain[..., None], 0.0, 1.0)
+
+
+def _white_patch(image: np.ndarray, colour: _Colour, not_candidates: np.ndarray) -> tuple[np.ndarray, float] | None:
+    """Per-channel gains that make the image's near-white surfaces neutral, and their cast (C*); None if none.
+
+    White-patch correction: gauze, sheets, paper tape, a ruler or a colour card's white patch are
+    near-neutral whatever the scene, so their mean colour is the colour of the light. Candidates
+    are very light (L* ≥ 91: lighter than white eschar, whose own yellow must not be taken for the
+    light's), not clipped, not strongly coloured (C* ≤ 30) and not the patient's skin
+    (`not_candidates`: the palest skin tones are nearly as light and colourless as gauze). At
+    least 1 % of the image must be such a surface; otherwise nothing is corrected and the
+    analysis relies on classifying every colour relative to the patient's own skin, which a cast
+    shifts alike.
+    """
+    candidates = (colour.lightness >= 91.0) & (colour.chroma <= 30.0) & (image.max(axis=2) < 0.995) & ~not_candidates
+    if int(candidates.sum()) < 0.01 * candidates.size:
+        return None
+    mean = image[candidates].mean(axis=0)
+    cast = float(np.hypot(colour.a[candidates].mean(), colour.b[candidates].mean()))
+    gains = (float(mean.mean()) / np.maximum(mean, 1e-3)).astype(np.float32)
+    return gains, cast
 
 
 def _skin_colour(colour: _Colour, settings: ColourSettings) -> np.ndarray:
@@ -151,6 +218,32 @@ def _skin_colour(colour: _Colour, settings: ColourSettings) -> np.ndarray:
         & (colour.lightness >= s["lightness_min"]) & (colour.lightness <= s["lightness_max"])
         & ~((colour.lightness >= w["lightness_min"]) & (colour.chroma <= w["chroma_max"]))
     )
+
+
+def _patient_skin(colour: _Colour, window: np.ndarray, reference: SkinReference, radius: float) -> np.ndarray:
+    """The skin-window pixels within `radius` (a*, b*) and 3 × radius (L*) of the patient's own skin colour.
+
+    A beige sheet, a wooden table or a pale drape can fall inside the window of *some* skin tone;
+    they are rarely as close as this to the colour of the skin actually in the photograph.
+    """
+    return (
+        window
+        & (np.hypot(colour.a - reference.a, colour.b - reference.b) <= radius)
+        & (np.abs(colour.lightness - reference.lightness) <= 3.0 * radius)
+    )
+
+
+def _central_reference(colour: _Colour, window: np.ndarray, min_pixels: int) -> SkinReference:
+    """The median colour of the skin-window pixels in the central half of the frame (all of them if too few).
+
+    The photographed body part is framed in the middle; a sheet or drape of skin-like colour in
+    the margins must not become the patient's reference.
+    """
+    height, width = window.shape
+    central = np.zeros_like(window)
+    central[height // 4: height - height // 4, width // 4: width - width // 4] = True
+    picked = window & central
+    return _median_reference(colour, picked if int(picked.sum()) >= min_pixels else window)
 
 
 def _median_reference(colour: _Colour, mask: np.ndarray) -> SkinReference:
@@ -228,10 +321,20 @@ def _drop_small(mask: np.ndarray, min_pixels: int) -> np.ndarray:
     return keep[components]
 
 
-def _on_skin(wound: np.ndarray, skin: np.ndarray, settings: ColourSettings, min_pixels: int) -> np.ndarray:
-    """The wound regions that lie on the skin (see the module docstring, step 6)."""
+def _on_skin(
+    wound: np.ndarray, skin: np.ndarray, settings: ColourSettings, min_pixels: int, strict: np.ndarray | None = None
+) -> tuple[np.ndarray, float]:
+    """The wound regions against the patient's skin, and the largest kept region's share of outline on the frame.
+
+    A region is kept when at least `min_skin_ratio` of its outline (a ring of `ring_px` pixels of
+    non-wound neighbours, plus the image border it runs along) is skin: a wound that also reaches
+    a drape, clothing or the frame is kept. Regions mostly of white eschar or charred colour (the
+    colours of sheets, gauze, paper and black backgrounds) need `min_skin_ratio_pale_black`.
+    Regions with no skin around them (red clothing alone, a card's patches) are dropped. The
+    outline share on the frame compares the region's border pixels with its ring length.
+    """
     if not wound.any():
-        return wound
+        return wound, 0.0
     count, components, stats, _ = cv2.connectedComponentsWithStats(wound.astype(np.uint8), connectivity=8)
     ring_px = int(settings.contact["ring_px"])
     depth = np.uint16 if count < 65535 else np.float32
@@ -242,16 +345,55 @@ def _on_skin(wound: np.ndarray, skin: np.ndarray, settings: ColourSettings, min_
     other_contact = np.bincount(owners[~skin[ring]], minlength=count)
     edge = np.concatenate([components[0, :], components[-1, :], components[1:-1, 0], components[1:-1, -1]])
     border = np.bincount(edge.astype(np.int64), minlength=count)
-    contact = settings.contact
-    # The ring is ring_px pixels thick and the border count one pixel: compare lengths.
+    # The frame counts as outline (ring_px deep) that is not skin: a region that is mostly frame and
+    # background (a sheet, a drape, a sleeve) with a strip of skin along one side is not a wound.
+    ratio = np.full(count, settings.contact["min_skin_ratio"], np.float64)
+    if strict is not None:
+        # regions mostly of a colour shared with common backgrounds need more skin around them
+        strict_share = np.bincount(components.ravel(), weights=strict.ravel().astype(np.float64), minlength=count)
+        ratio[strict_share > 0.5 * stats[:, cv2.CC_STAT_AREA]] = settings.contact["min_skin_ratio_pale_black"]
     keep = (
-        (skin_contact >= contact["min_skin_ratio"] * (skin_contact + other_contact))
-        & (skin_contact >= contact["min_skin_to_border"] * ring_px * border)
+        (skin_contact >= ratio * (skin_contact + other_contact + ring_px * border))
         & (skin_contact > 0)
         & (stats[:, cv2.CC_STAT_AREA] >= min_pixels)
     )
     keep[0] = False
-    return keep[components]
+    if not keep.any():
+        return np.zeros_like(wound), 0.0
+    largest = int(np.argmax(np.where(keep, stats[:, cv2.CC_STAT_AREA], -1)))
+    outline = border[largest] + (skin_contact[largest] + other_contact[largest]) / float(ring_px)
+    return keep[components], float(border[largest] / outline) if outline else 0.0
+
+
+def _fill_holes(mask: np.ndarray) -> np.ndarray:
+    """`mask` with every region it encloses (not connected to the image border) filled."""
+    count, components = cv2.connectedComponents((~mask).astype(np.uint8), connectivity=4)
+    edge = np.unique(np.concatenate([components[0, :], components[-1, :], components[:, 0], components[:, -1]]))
+    outside = np.isin(components, edge[edge > 0])
+    return mask | ~outside
+
+
+def _fabric(colour: _Colour, skin: np.ndarray, settings: ColourSettings) -> np.ndarray:
+    """Dyed fabric: regions more saturated than `textile_chroma_min` that the skin does not enclose, and their seam.
+
+    Clothing and drapes are more saturated than blood-perfused tissue; a saturated region whose
+    outer outline lies mostly on skin (a vivid burn, whatever lies inside it) is still tissue, one
+    that reaches the frame or the background (a sleeve, a shirt) is not. The skin is widened by
+    the contact ring so the blurred transition at the outline counts as skin; the few pixels along
+    the fabric's edge, where blur mixes it with the skin, go with the fabric.
+    """
+    saturated = colour.chroma >= settings.textile_chroma_min
+    if not saturated.any():
+        return saturated
+    ring = 2 * int(settings.contact["ring_px"]) + 1
+    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (ring, ring))
+    filled = _fill_holes(saturated)
+    near_skin = (cv2.dilate(skin.astype(np.uint8), kernel) > 0) & ~filled
+    enclosed, _ = _on_skin(filled, near_skin, settings, 1, strict=filled)
+    fabric = saturated & ~enclosed
+    if not fabric.any():
+        return fabric
+    return cv2.dilate(fabric.astype(np.uint8), kernel) > 0
 
 
 def map_wounds(rgb: np.ndarray, settings: ColourSettings) -> WoundMap:
@@ -272,37 +414,92 @@ def map_wounds(rgb: np.ndarray, settings: ColourSettings) -> WoundMap:
     box = min(15, box + 1 - box % 2) if box >= 3 else 0
     empty = WoundMap(np.zeros((height, width), np.uint8), keys, (0,) * len(keys), 0, None, box)
 
-    colour = _cielab(small, settings.blur_sigma)
-    skin_colour = _skin_colour(colour, settings)
+    image = _blurred(small, settings.blur_sigma)
+    colour = _cielab_of_float(image)
+    decline = settings.decline
+    # White balance (white patch on near-white surfaces that are not the patient's skin).
+    window = _skin_colour(colour, settings)
     min_skin = max(1, int(settings.min_skin_fraction * total))
-    if int(skin_colour.sum()) < min_skin:
+    patient = (
+        _patient_skin(colour, window, _central_reference(colour, window, min_skin), settings.skin_cluster_radius)
+        if window.any() else window
+    )
+    balance = _white_patch(image, colour, patient)
+    if balance is not None:
+        gains, cast = balance
+        if cast > decline["extreme_cast_chroma"]:
+            return _declined(
+                empty,
+                f"the colour cast is too strong for a reliable estimate (near-white surfaces have chroma C* "
+                f"{cast:.0f}, more than {decline['extreme_cast_chroma']:g}; setting colour.decline.extreme_cast_chroma)",
+            )
+        image = np.clip(image * gains, 0.0, 1.0)
+        colour = _cielab_of_float(image)
+        window = _skin_colour(colour, settings)
+    # Illumination flattening on the patient's skin (not on everything skin-coloured: black eschar
+    # and dark skin share a window, and brightening the eschar would hide it).
+    if int(window.sum()) >= min_skin:
+        patient = _patient_skin(colour, window, _central_reference(colour, window, min_skin), settings.skin_cluster_radius)
+        image = _flatten_illumination(image, patient, settings.illumination_sigma_fraction)
+        colour = _cielab_of_float(image)
+        window = _skin_colour(colour, settings)
+    if int(window.sum()) < min_skin:
         return empty
 
-    # Pass 1: a global reference from every skin-coloured pixel.
-    first = _median_reference(colour, skin_colour)
+    # Pass 1: the reference from the central skin-coloured pixels; the patient's skin is the cluster around it.
+    first = _central_reference(colour, window, min_skin)
+    skin_colour = _patient_skin(colour, window, first, settings.skin_cluster_radius)
+    first = _median_reference(colour, skin_colour) if skin_colour.any() else first
     wound = _wound_classes(colour, first, first.lightness, settings)
     normal = skin_colour & (wound == 0)
     if int(normal.sum()) < min_skin:
         return empty
     # Pass 2: reference from the skin without the first pass's wounds, lightness local.
     reference = _median_reference(colour, normal)
+    skin_colour = _patient_skin(colour, window, reference, settings.skin_cluster_radius)
     local = _local_lightness(colour, normal, reference.lightness, settings.illumination_sigma_fraction)
     wound = _wound_classes(colour, reference, local, settings)
-    labels = np.where(wound > 0, wound, np.where(skin_colour, SKIN, NOT_SKIN)).astype(np.uint8)
+    fabric = _fabric(colour, skin_colour, settings)
+    wound[fabric] = 0
+    labels = np.where(wound > 0, wound, np.where(skin_colour & ~fabric, SKIN, NOT_SKIN)).astype(np.uint8)
     labels = _mode_filter(labels, FIRST_WOUND_LABEL + len(keys), box)
 
     min_pixels = max(1, int(settings.min_component_fraction * total))
     skin = _drop_small(labels == SKIN, min_pixels)
     if int(skin.sum()) < min_skin:
         return empty
-    wound_kept = _on_skin(labels >= FIRST_WOUND_LABEL, skin, settings, min_pixels)
+    strict_labels = [FIRST_WOUND_LABEL + keys.index(k) for k in ("eschar_white", "charred") if k in keys]
+    wound_kept, off_frame = _on_skin(
+        labels >= FIRST_WOUND_LABEL, skin, settings, min_pixels, np.isin(labels, strict_labels)
+    )
     final = np.where(wound_kept, labels, np.where(skin, SKIN, NOT_SKIN)).astype(np.uint8)
     counts = np.bincount(final.ravel(), minlength=FIRST_WOUND_LABEL + len(keys))
-    return WoundMap(
+    result = WoundMap(
         labels=final,
         class_keys=keys,
         class_pixels=tuple(int(n) for n in counts[FIRST_WOUND_LABEL:]),
         skin_pixels=int(counts[SKIN]),
         reference=reference,
         mode_filter_px=box,
+    )
+    visible = result.skin_fraction_of_image
+    if visible < decline["min_visible_skin_fraction"]:
+        return _declined(
+            result,
+            f"too little skin is visible for a reliable estimate ({100 * visible:.1f} % of the image, at least "
+            f"{100 * decline['min_visible_skin_fraction']:g} % needed; setting colour.decline.min_visible_skin_fraction)",
+        )
+    if off_frame > decline["off_frame_outline_ratio"]:
+        return _declined(
+            result,
+            f"the wound lies mostly outside the frame ({100 * off_frame:.0f} % of its outline on the image border, "
+            f"more than {100 * decline['off_frame_outline_ratio']:g} %; setting colour.decline.off_frame_outline_ratio)",
+        )
+    return result
+
+
+def _declined(wound: WoundMap, reason: str) -> WoundMap:
+    """`wound` marked as not measured for `reason`."""
+    return WoundMap(
+        wound.labels, wound.class_keys, wound.class_pixels, wound.skin_pixels, wound.reference, wound.mode_filter_px, reason
     )
