@@ -177,7 +177,9 @@ def analyse_photograph(
         summary = summarise_wound_map(wound, colour)
         labels = wound.labels if wound.measured else None
     region = imaged_region(header, config.tbsa) or imaged_region(series.selection.series.header, config.tbsa)
-    tbsa = estimate_tbsa(region, summary.wound_percent_of_skin, header, config.tbsa)
+    tbsa = estimate_tbsa(
+        region, summary.wound_percent_of_skin, header, config.tbsa, "" if summary.measured else summary.note
+    )
     flags = burn_flags(probabilities, config.depth, config.flags, region, tbsa)
     findings = BurnImageFindings(
         source=image.source,

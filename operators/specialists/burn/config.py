@@ -240,7 +240,7 @@ _CLASS_THRESHOLDS = {
 }
 _CLASS_SCHEMAS = {key: _thresholds(*names) for key, names in _CLASS_THRESHOLDS.items()}
 WhiteMaterialThresholds = _thresholds("lightness_min", "chroma_max")
-ContactThresholds = _thresholds("ring_px", "min_skin_ratio", "min_skin_ratio_pale_black")
+ContactThresholds = _thresholds("ring_px", "min_skin_ratio", "min_skin_ratio_eschar")
 DeclineThresholds = _thresholds("min_visible_skin_fraction", "extreme_cast_chroma", "off_frame_outline_ratio")
 Channel = Annotated[int, Field(ge=0, le=255)]
 
@@ -387,7 +387,8 @@ def skin_window(entry: PublishedSkinEntry) -> tuple[dict[str, float], tuple[tupl
     """The skin window (hue, chroma, lightness limits) spanned by the published skin colours plus margins.
 
     The limits are the extremes of the published colours widened by the configured margins (for
-    capture casts and the variation within a person's skin); the chroma floor keeps colourless
+    capture casts and the variation within a person's skin), with a* bounded too (skin is never as
+    red as exposed dermis); the chroma floor keeps colourless
     material (gauze, sheets, black backgrounds) out. Returns the window and the colours in CIELAB.
     """
     import math
@@ -403,6 +404,7 @@ def skin_window(entry: PublishedSkinEntry) -> tuple[dict[str, float], tuple[tupl
         "chroma_max": max(chromas) + entry.chroma_margin,
         "lightness_min": max(0.0, min(lightness) - entry.lightness_margin),
         "lightness_max": min(100.0, max(lightness) + entry.lightness_margin),
+        "a_max": max(p[1] for p in points) + entry.chroma_margin,
     }
     return window, points  # type: ignore[return-value]
 

@@ -35,6 +35,10 @@ import numpy as np
 
 from operators.specialists.burn.config import ColourSettings
 
+#: Wound classes whose colours backgrounds share (sheets, gauze and paper are white; shadows and
+#: dark fabric brown or black): their regions need more skin around them (contact.min_skin_ratio_eschar).
+ESCHAR_CLASSES = ("eschar_white", "eschar_brown", "charred")
+
 #: Label values of the wound map: 0 not skin, 1 normal skin, 2 + i the i-th configured wound class.
 NOT_SKIN = 0
 SKIN = 1
@@ -195,9 +199,11 @@ def _white_patch(image: np.ndarray, colour: _Colour, not_candidates: np.ndarray)
     White-patch correction: gauze, sheets, paper tape, a ruler or a colour card's white patch are
     near-neutral whatever the scene, so their mean colour is the colour of the light. Candidates
     are very light (L* ≥ 91: lighter than white eschar, whose own yellow must not be taken for the
-    light's), not clipped, not strongly coloured (C* ≤ 30) and not the patient's skin
-    (`not_candidates`: the palest skin tones are nearly as light and colourless as gauze). At
-    least 1 % of the image must be such a surface; otherwise nothing is corrected and the
+    light's), not clipped, not strongly coloured (C* ≤ 30) and outside the skin window
+    (`not_candidates`: the palest skin tones are nearly as light and colourless as gauze, so a
+    surface that could be skin never sets the balance; a warm cast, which keeps skin in the window,
+    is then left to the skin-relative classification). At least 1 % of the image must be such a
+    surface; otherwise nothing is corrected and the
     analysis relies on classifying every colour relative to the patient's own skin, which a cast
     shifts alike.
     """
@@ -216,6 +222,7 @@ def _skin_colour(colour: _Colour, settings: ColourSettings) -> np.ndarray:
         (colour.hue >= s["hue_min"]) & (colour.hue <= s["hue_max"])
         & (colour.chroma >= s["chroma_min"]) & (colour.chroma <= s["chroma_max"])
         & (colour.lightness >= s["lightness_min"]) & (colour.lightness <= s["lightness_max"])
+        & (colour.a <= s["a_max"])
         & ~((colour.lightness >= w["lightness_min"]) & (colour.chroma <= w["chroma_max"]))
     )
 
@@ -328,8 +335,8 @@ def _on_skin(
 
     A region is kept when at least `min_skin_ratio` of its outline (a ring of `ring_px` pixels of
     non-wound neighbours, plus the image border it runs along) is skin: a wound that also reaches
-    a drape, clothing or the frame is kept. Regions mostly of white eschar or charred colour (the
-    colours of sheets, gauze, paper and black backgrounds) need `min_skin_ratio_pale_black`.
+    a drape, clothing or the frame is kept. Regions mostly of eschar colour (ESCHAR_CLASSES: the
+    colours of sheets, gauze, paper, shadows and dark backgrounds) need `min_skin_ratio_eschar`.
     Regions with no skin around them (red clothing alone, a card's patches) are dropped. The
     outline share on the frame compares the region's border pixels with its ring length.
     """
@@ -351,7 +358,7 @@ def _on_skin(
     if strict is not None:
         # regions mostly of a colour shared with common backgrounds need more skin around them
         strict_share = np.bincount(components.ravel(), weights=strict.ravel().astype(np.float64), minlength=count)
-        ratio[strict_share > 0.5 * stats[:, cv2.CC_STAT_AREA]] = settings.contact["min_skin_ratio_pale_black"]
+        ratio[strict_share > 0.5 * stats[:, cv2.CC_STAT_AREA]] = settings.contact["min_skin_ratio_eschar"]
     keep = (
         (skin_contact >= ratio * (skin_contact + other_contact + ring_px * border))
         & (skin_contact > 0)
@@ -420,11 +427,7 @@ def map_wounds(rgb: np.ndarray, settings: ColourSettings) -> WoundMap:
     # White balance (white patch on near-white surfaces that are not the patient's skin).
     window = _skin_colour(colour, settings)
     min_skin = max(1, int(settings.min_skin_fraction * total))
-    patient = (
-        _patient_skin(colour, window, _central_reference(colour, window, min_skin), settings.skin_cluster_radius)
-        if window.any() else window
-    )
-    balance = _white_patch(image, colour, patient)
+    balance = _white_patch(image, colour, window)
     if balance is not None:
         gains, cast = balance
         if cast > decline["extreme_cast_chroma"]:
@@ -468,9 +471,12 @@ def map_wounds(rgb: np.ndarray, settings: ColourSettings) -> WoundMap:
     skin = _drop_small(labels == SKIN, min_pixels)
     if int(skin.sum()) < min_skin:
         return empty
-    strict_labels = [FIRST_WOUND_LABEL + keys.index(k) for k in ("eschar_white", "charred") if k in keys]
+    strict_labels = [FIRST_WOUND_LABEL + keys.index(k) for k in ESCHAR_CLASSES if k in keys]
+    # The blurred transition between a wound and the skin is neither: count the ring_px next to the skin as skin.
+    ring = 2 * int(settings.contact["ring_px"]) + 1
+    near_skin = cv2.dilate(skin.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_RECT, (ring, ring))) > 0
     wound_kept, off_frame = _on_skin(
-        labels >= FIRST_WOUND_LABEL, skin, settings, min_pixels, np.isin(labels, strict_labels)
+        labels >= FIRST_WOUND_LABEL, near_skin, settings, min_pixels, np.isin(labels, strict_labels)
     )
     final = np.where(wound_kept, labels, np.where(skin, SKIN, NOT_SKIN)).astype(np.uint8)
     counts = np.bincount(final.ravel(), minlength=FIRST_WOUND_LABEL + len(keys))
