@@ -198,16 +198,16 @@ def _white_patch(image: np.ndarray, colour: _Colour, not_candidates: np.ndarray)
 
     White-patch correction: gauze, sheets, paper tape, a ruler or a colour card's white patch are
     near-neutral whatever the scene, so their mean colour is the colour of the light. Candidates
-    are very light (L* ≥ 91: lighter than white eschar, whose own yellow must not be taken for the
-    light's), not clipped, not strongly coloured (C* ≤ 30) and outside the skin window
-    (`not_candidates`: the palest skin tones are nearly as light and colourless as gauze, so a
-    surface that could be skin never sets the balance; a warm cast, which keeps skin in the window,
+    are very light (L* ≥ 85), not strongly coloured (C* ≤ 30) and outside the skin window
+    (`not_candidates`: the palest skin tones and white eschar are nearly as light and colourless
+    as gauze, so a surface that could be skin or eschar never sets the balance; a warm cast, which keeps skin in the window,
     is then left to the skin-relative classification). At least 1 % of the image must be such a
-    surface; otherwise nothing is corrected and the
+    surface (a clipped channel makes the cast look smaller than it is, never larger); otherwise
+    nothing is corrected and the
     analysis relies on classifying every colour relative to the patient's own skin, which a cast
     shifts alike.
     """
-    candidates = (colour.lightness >= 91.0) & (colour.chroma <= 30.0) & (image.max(axis=2) < 0.995) & ~not_candidates
+    candidates = (colour.lightness >= 85.0) & (colour.chroma <= 30.0) & ~not_candidates
     if int(candidates.sum()) < 0.01 * candidates.size:
         return None
     mean = image[candidates].mean(axis=0)
