@@ -1,29 +1,41 @@
 """The wound map: skin detection and per-pixel wound classes of a burn photograph, by colour.
 
 Plain numpy/OpenCV functions, tested on synthetic photographs with known ground truth
-(tests/fixtures_burn.py). The method, every threshold of which comes from `app/config/burn.yaml`:
+(tests/fixtures_burn.py, tests/test_burn_wound_mechanisms.py) and measured on an independent
+evaluation set (bench/burn_scenes.py, `bench/burn.py --accuracy`). The method, every threshold of
+which comes from `app/config/burn.yaml`:
 
 1. Work on a copy whose long side is at most `analysis_max_side` pixels (area averaging), so the
    memory and time of the analysis are bounded whatever the photograph's size; blur it lightly to
    remove sensor noise; convert to CIELAB (L*, a*, b*, chroma C*, hue angle h).
-2. Skin colour: hue between orange-red and yellow with moderate chroma, which holds for every
-   skin tone (Fitzpatrick I-VI) and excludes blue/green drapes and grey, white or black material.
-3. The patient's own skin colour is the reference: the median a*, b* of the skin, and a *local*
-   L* reference (skin lightness smoothed over the image by normalised convolution), so shading
-   across a limb is not read as a darker wound. The reference is estimated twice: from all
-   skin-coloured pixels, then from the skin left after removing the first pass's wound pixels.
-4. Wound classes relative to that reference (precedence in configuration order): charred eschar
+2. Skin window: hue, chroma, lightness and a* limits spanned by published measured skin colours
+   (the Monk Skin Tone swatches and the ITA° classes' CIELAB range) plus margins
+   (`config.skin_window`); colourless light material (gauze, sheets) is excluded.
+3. White balance (white patch): near-white surfaces outside the skin window set per-channel
+   gains; a cast on them beyond `decline.extreme_cast_chroma` declines the photograph.
+4. Illumination flattening: the large-scale luminance of the patient's skin is divided out, so
+   gradients and soft shadows are not read as darker wounds.
+5. The patient's own skin colour is the reference: the median of the skin-window pixels in the
+   centre of the frame, then the skin-window pixels near it (`skin_cluster_radius`), then again
+   without the first pass's wound pixels; a *local* L* reference (skin lightness smoothed over
+   the image by normalised convolution) for the lightness rules.
+6. Wound classes relative to that reference (precedence in configuration order): charred eschar
    (black), white leathery eschar (pale, colourless), brown eschar (much darker than the skin,
    brown hue), moist/blistered (pink-red exposed dermis), erythema (redder than the skin).
-5. A mode filter (each pixel takes the most frequent class in a small box) removes hairs, pores
+   Saturated fabric (chroma above `textile_chroma_min`) that the skin does not enclose is neither
+   wound nor skin.
+7. A mode filter (each pixel takes the most frequent class in a small box) removes hairs, pores
    and specular highlights.
-6. Wound regions count only where they lie on the skin: the ring around each connected region
-   must be mostly skin, and a region touching the image border must touch more skin than border.
-   This keeps red clothing, white sheets and dark backgrounds out of the wound area.
+8. A wound region counts where it lies against the skin: enough of its outline (the image border
+   counting as outline that is not skin) is skin; one that reaches the frame, a drape or clothing
+   is kept. Eschar-coloured regions, whose colours sheets, shadows and dark fabric share, need
+   more skin around them.
+9. Declining beats guessing: too little visible skin, an extreme cast or the largest wound mostly
+   outside the frame give a map with `decline` set (the reason, in words) and no areas.
 
-Known limits, stated in the report's method text: brown eschar on very dark skin (Fitzpatrick
-V-VI) and white eschar on very pale skin have nearly the skin's own colour and are under-detected;
-skin-coloured objects (wood, tan leather) are taken for skin.
+Known limits, stated in the report's method text: brown eschar on darker skin, white eschar on
+the palest skin and charred eschar on the darkest skin have nearly the skin's own colour and are
+under-detected; skin-coloured objects (beige sheets, wood, tan leather) can be taken for skin.
 """
 
 from __future__ import annotations
