@@ -225,3 +225,13 @@ def test_a_moderate_cast_is_corrected_not_declined(tone):
     wound = map_wounds(cool, SETTINGS)
     assert wound.measured, wound.decline
     assert recall(wound.labels >= 1, skin & ~gauze) > 0.9
+
+
+def test_a_malformed_published_skin_colour_is_named(tmp_path):
+    from operators.specialists.burn.config import DEFAULT_BURN_CONFIG, BurnConfigError
+
+    text = DEFAULT_BURN_CONFIG.read_text(encoding="utf-8").replace('"#f6ede4"', '"#f6ed"', 1)
+    path = tmp_path / "burn.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(BurnConfigError, match=r"colour\.skin\.srgb"):
+        load_burn_config(path)
