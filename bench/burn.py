@@ -17,7 +17,16 @@ memory, sizes and the targets; no patient data (the image is synthetic).
 
 Targets (burn-specialist issue): under 0.5 s and under 500 MB extra memory for 4000 × 3000.
 
+Accuracy (``--accuracy``): the wound map on the independent evaluation set of `bench/burn_scenes.py`
+(not the scenes the thresholds were tuned on), on its held-out half by default (``--split dev``
+is the half tuning may look at). Per skin-tone class (ITA°), palette, tone, capture condition,
+background and burn kind: IoU of the wound mask, area error (percentage points of the visible
+skin), burns missed (under 10 % of the true wound found) and photographs declined ("not
+measured"), and the wound found on healthy controls (beside red clothing: target ≤ 2 %). A
+declined burn counts as missed-or-declined and is left out of IoU and area error.
+
 Usage: ``python bench/burn.py [--out bench/results/burn.json] [--sizes 4000x3000,10000x10000] [--repeats 7]``
+       ``python bench/burn.py --accuracy [--split held-out|dev] [--count 192] [--out bench/results/burn_accuracy.json]``
 """
 
 from __future__ import annotations
@@ -141,9 +150,130 @@ def measure(path: Path, repeats: int) -> dict:
     }
 
 
+#: Accuracy targets (wound-map issue): mean area error over burns, per skin-tone class, missed or
+#: declined burns, wound found on healthy skin beside red clothing.
+ACCURACY_TARGETS = {
+    "mean_area_error_pp": 5.0,
+    "class_mean_area_error_pp": 7.0,
+    "missed_or_declined_fraction": 0.10,
+    "healthy_beside_red_clothing_wound_percent": 2.0,
+}
+DEFAULT_ACCURACY_OUT = REPO_ROOT / "bench" / "results" / "burn_accuracy.json"
+MISSED_RECALL = 0.10
+
+
+def score_scene(scene, colour) -> dict:
+    """The wound map of one evaluation photograph against its truth (see the module docstring)."""
+    import numpy as np
+
+    from operators.specialists.burn.analysis import summarise_wound_map
+    from operators.specialists.burn.wound_colour import map_wounds
+
+    wound = map_wounds(scene.rgb, colour)
+    summary = summarise_wound_map(wound, colour)
+    truth = scene.wound_mask
+    found = wound.wound_mask
+    if found.shape != truth.shape:
+        raise RuntimeError(f"the evaluation photographs must be analysed at their own size; got {found.shape}")
+    union = int((truth | found).sum())
+    inter = int((truth & found).sum())
+    background = scene.truth == 0
+    row = {
+        "seed": scene.seed,
+        "tone": scene.tone.name,
+        "palette": scene.tone.palette,
+        "ita_class": scene.tone.ita_class,
+        "condition": scene.condition,
+        "capture": scene.capture,
+        "background": scene.background,
+        "burn": scene.burn or "healthy",
+        "truth_wound_percent": round(scene.wound_percent, 3),
+        "measured": bool(summary.measured),
+        "note": "" if summary.measured else summary.note,
+        "wound_percent": None if summary.wound_percent_of_skin is None else round(summary.wound_percent_of_skin, 3),
+        "iou": round(inter / union, 4) if union else 1.0,
+        "recall": round(inter / int(truth.sum()), 4) if truth.any() else None,
+        "wound_on_background_percent": round(100.0 * int((found & background).sum()) / max(1, int(background.sum())), 3),
+    }
+    row["area_error_pp"] = (
+        round(abs(row["wound_percent"] - row["truth_wound_percent"]), 3) if row["wound_percent"] is not None else None
+    )
+    row["missed"] = bool(scene.burn is not None and summary.measured and (row["recall"] or 0.0) < MISSED_RECALL)
+    return row
+
+
+def _aggregate(rows: list[dict]) -> dict:
+    """Figures of a group of scored photographs."""
+    import numpy as np
+
+    burns = [r for r in rows if r["burn"] != "healthy"]
+    measured = [r for r in burns if r["measured"]]
+    healthy = [r for r in rows if r["burn"] == "healthy"]
+    healthy_measured = [r for r in healthy if r["measured"]]
+    mean = lambda values: round(float(np.mean(values)), 3) if values else None  # noqa: E731
+    missed = sum(r["missed"] for r in burns)
+    declined = sum(not r["measured"] for r in burns)
+    return {
+        "photographs": len(rows),
+        "burns": len(burns),
+        "mean_iou": mean([r["iou"] for r in measured]),
+        "mean_area_error_pp": mean([r["area_error_pp"] for r in measured]),
+        "max_area_error_pp": max((r["area_error_pp"] for r in measured), default=None),
+        "missed": missed,
+        "declined": declined,
+        "missed_or_declined_fraction": round((missed + declined) / len(burns), 3) if burns else None,
+        "healthy": len(healthy),
+        "healthy_declined": len(healthy) - len(healthy_measured),
+        "healthy_mean_wound_percent": mean([r["wound_percent"] for r in healthy_measured]),
+        "mean_wound_on_background_percent": mean([r["wound_on_background_percent"] for r in rows if r["measured"]]),
+    }
+
+
+def accuracy(split: str, count: int) -> dict:
+    """Score every photograph of one split of the evaluation set; figures per group and against the targets."""
+    from bench.burn_scenes import make_scene, scene_seeds
+    from operators.specialists.burn.config import load_burn_config
+
+    colour = load_burn_config().colour
+    rows = [score_scene(make_scene(seed), colour) for seed in scene_seeds(count, split)]
+    groups = {}
+    for key in ("ita_class", "palette", "tone", "condition", "background", "burn"):
+        values = sorted({r[key] for r in rows})
+        groups[key] = {value: _aggregate([r for r in rows if r[key] == value]) for value in values}
+    overall = _aggregate(rows)
+    red_healthy = [r for r in rows if r["burn"] == "healthy" and r["background"] == "red clothing" and r["measured"]]
+    red_max = max((r["wound_percent"] for r in red_healthy), default=None)
+    class_errors = {k: v["mean_area_error_pp"] for k, v in groups["ita_class"].items()}
+    met = {
+        "mean_area_error_pp": overall["mean_area_error_pp"] is not None
+        and overall["mean_area_error_pp"] <= ACCURACY_TARGETS["mean_area_error_pp"],
+        "class_mean_area_error_pp": all(
+            e is not None and e <= ACCURACY_TARGETS["class_mean_area_error_pp"] for e in class_errors.values()
+        ),
+        "missed_or_declined_fraction": overall["missed_or_declined_fraction"] is not None
+        and overall["missed_or_declined_fraction"] <= ACCURACY_TARGETS["missed_or_declined_fraction"],
+        "healthy_beside_red_clothing_wound_percent": red_max is not None
+        and red_max <= ACCURACY_TARGETS["healthy_beside_red_clothing_wound_percent"],
+    }
+    return {
+        "benchmark": "burn wound map accuracy on the independent evaluation set (bench/burn_scenes.py)",
+        "split": split,
+        "count": count,
+        "targets": ACCURACY_TARGETS,
+        "meets_targets": met,
+        "overall": overall,
+        "healthy_beside_red_clothing": {"photographs": len(red_healthy), "max_wound_percent": red_max},
+        "groups": groups,
+        "photographs": rows,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--accuracy", action="store_true", help="score the wound map on the evaluation set")
+    parser.add_argument("--split", choices=("held-out", "dev"), default="held-out")
+    parser.add_argument("--count", type=int, default=192, help="scenes in the evaluation set (both halves)")
     parser.add_argument("--sizes", default="4000x3000", help="comma-separated WIDTHxHEIGHT (default 4000x3000)")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
@@ -151,6 +281,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         print(json.dumps(measure(args.child, args.repeats)))
         return 0
+    if args.accuracy:
+        document = accuracy(args.split, args.count)
+        out = args.out or DEFAULT_ACCURACY_OUT
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        print(json.dumps({k: document[k] for k in ("split", "meets_targets", "overall", "healthy_beside_red_clothing")}, indent=2))
+        return 0
+    args.out = args.out or DEFAULT_OUT
 
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-burn-") as work:

@@ -127,6 +127,8 @@ def summarise_wound_map(wound: WoundMap, colour: ColourSettings) -> WoundMapSumm
     """What the report says about a wound map (percentages of the visible skin)."""
     height, width = wound.labels.shape
     size = (width, height)
+    if wound.decline:
+        return WoundMapSummary(measured=False, note=wound.decline, analysed_size=size)
     if not wound.skin_found:
         return WoundMapSummary(
             measured=False,
@@ -174,9 +176,11 @@ def analyse_photograph(
     else:
         wound = map_wounds(display, colour)
         summary = summarise_wound_map(wound, colour)
-        labels = wound.labels if wound.skin_found else None
+        labels = wound.labels if wound.measured else None
     region = imaged_region(header, config.tbsa) or imaged_region(series.selection.series.header, config.tbsa)
-    tbsa = estimate_tbsa(region, summary.wound_percent_of_skin, header, config.tbsa)
+    tbsa = estimate_tbsa(
+        region, summary.wound_percent_of_skin, header, config.tbsa, "" if summary.measured else summary.note
+    )
     flags = burn_flags(probabilities, config.depth, config.flags, region, tbsa)
     findings = BurnImageFindings(
         source=image.source,

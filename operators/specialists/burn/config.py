@@ -105,6 +105,15 @@ class ColourSettings:
     white_material: dict[str, float]
     contact: dict[str, float]
     classes: tuple[WoundClass, ...]
+    #: The published skin colours (CIELAB) the skin window `skin` is derived from.
+    published_skin_lab: tuple[tuple[float, float, float], ...] = ()
+    #: Chromatic radius (a*, b*) around the patient's skin reference that is still this patient's skin.
+    skin_cluster_radius: float = 12.0
+    #: Above this chroma a colour is dyed fabric, not tissue, and never wound.
+    textile_chroma_min: float = 55.0
+    #: Declining: the least visible skin, the cast of the brightest near-white surfaces that is too
+    #: strong, and the share of the largest wound's outline on the frame that means "mostly outside".
+    decline: dict[str, float] = None  # type: ignore[assignment]
 
     def wound_class(self, key: str) -> WoundClass:
         return next(c for c in self.classes if c.key == key)
@@ -230,9 +239,31 @@ _CLASS_THRESHOLDS = {
     "erythema": ("redder_than_skin", "hue_min", "hue_below_skin"),
 }
 _CLASS_SCHEMAS = {key: _thresholds(*names) for key, names in _CLASS_THRESHOLDS.items()}
-SkinThresholds = _thresholds("hue_min", "hue_max", "chroma_min", "chroma_max", "lightness_min", "lightness_max")
 WhiteMaterialThresholds = _thresholds("lightness_min", "chroma_max")
-ContactThresholds = _thresholds("ring_px", "min_skin_ratio", "min_skin_to_border")
+ContactThresholds = _thresholds("ring_px", "min_skin_ratio", "min_skin_ratio_eschar")
+DeclineThresholds = _thresholds("min_visible_skin_fraction", "extreme_cast_chroma", "off_frame_outline_ratio")
+Channel = Annotated[int, Field(ge=0, le=255)]
+
+
+def _hex_colour(value: object) -> object:
+    """'#a07e56' → (160, 126, 86); anything else is left to the schema to refuse."""
+    if isinstance(value, str):
+        text = value.strip().lstrip("#")
+        if len(text) != 6:
+            raise ValueError(f"{value!r} is not an sRGB colour written as six hex digits")
+        return tuple(int(text[i:i + 2], 16) for i in (0, 2, 4))
+    return value
+
+
+class PublishedSkinEntry(ConfigModel):
+    """Published skin colours and the margins that turn them into the skin window (see burn.yaml)."""
+
+    srgb: Annotated[tuple[Annotated[tuple[Channel, Channel, Channel], BeforeValidator(_hex_colour)], ...], Field(min_length=2)]
+    lab: tuple[tuple[float, float, float], ...] = ()
+    hue_margin: Annotated[float, Field(ge=0, le=90)]
+    chroma_margin: Annotated[float, Field(ge=0, le=50)]
+    chroma_floor: Annotated[float, Field(ge=0, le=20)]
+    lightness_margin: Annotated[float, Field(ge=0, le=50)]
 
 
 class WoundClassEntry(BaseModel):
@@ -266,9 +297,12 @@ class ColourEntry(ConfigModel):
     illumination_sigma_fraction: Annotated[float, Field(ge=0.001, le=1)]
     min_skin_fraction: Fraction
     min_component_fraction: Fraction
-    skin: SkinThresholds
+    skin: PublishedSkinEntry
+    skin_cluster_radius: Annotated[float, Field(gt=0, le=100)]
+    textile_chroma_min: Annotated[float, Field(gt=0, le=150)]
     white_material: WhiteMaterialThresholds
     contact: ContactThresholds
+    decline: DeclineThresholds
     classes: tuple[WoundClassEntry, ...]
 
     @field_validator("classes")
@@ -339,7 +373,44 @@ def _depth(entry: DepthEntry) -> DepthSettings:
     )
 
 
+def _srgb_to_lab(rgb: tuple[int, int, int]) -> tuple[float, float, float]:
+    """CIELAB (D65) of an 8-bit sRGB colour, by the same conversion (OpenCV) the wound map uses."""
+    import cv2
+    import numpy as np
+
+    pixel = np.array([[rgb]], np.float32) / 255.0
+    lab = cv2.cvtColor(pixel, cv2.COLOR_RGB2Lab)[0, 0]
+    return (float(lab[0]), float(lab[1]), float(lab[2]))
+
+
+def skin_window(entry: PublishedSkinEntry) -> tuple[dict[str, float], tuple[tuple[float, float, float], ...]]:
+    """The skin window (hue, chroma, lightness limits) spanned by the published skin colours plus margins.
+
+    The limits are the extremes of the published colours widened by the configured margins (for
+    capture casts and the variation within a person's skin), with a* bounded too (skin is never as
+    red as exposed dermis); the chroma floor keeps colourless
+    material (gauze, sheets, black backgrounds) out. Returns the window and the colours in CIELAB.
+    """
+    import math
+
+    points = tuple(_srgb_to_lab(c) for c in entry.srgb) + tuple(tuple(float(v) for v in p) for p in entry.lab)
+    hues = [math.degrees(math.atan2(b, a)) for _, a, b in points]
+    chromas = [math.hypot(a, b) for _, a, b in points]
+    lightness = [p[0] for p in points]
+    window = {
+        "hue_min": min(hues) - entry.hue_margin,
+        "hue_max": max(hues) + entry.hue_margin,
+        "chroma_min": max(entry.chroma_floor, min(chromas) - entry.chroma_margin),
+        "chroma_max": max(chromas) + entry.chroma_margin,
+        "lightness_min": max(0.0, min(lightness) - entry.lightness_margin),
+        "lightness_max": min(100.0, max(lightness) + entry.lightness_margin),
+        "a_max": max(p[1] for p in points) + entry.chroma_margin,
+    }
+    return window, points  # type: ignore[return-value]
+
+
 def _colour(entry: ColourEntry) -> ColourSettings:
+    window, published = skin_window(entry.skin)
     return ColourSettings(
         analysis_max_side=entry.analysis_max_side,
         display_max_side=entry.display_max_side,
@@ -350,12 +421,16 @@ def _colour(entry: ColourEntry) -> ColourSettings:
         illumination_sigma_fraction=entry.illumination_sigma_fraction,
         min_skin_fraction=entry.min_skin_fraction,
         min_component_fraction=entry.min_component_fraction,
-        skin={k: float(v) for k, v in entry.skin.model_dump().items()},
+        skin=window,
         white_material={k: float(v) for k, v in entry.white_material.model_dump().items()},
         contact={k: float(v) for k, v in entry.contact.model_dump().items()},
         classes=tuple(
             WoundClass(c.key, c.name, c.code.code(), tuple(c.colour), c.thresholds()) for c in entry.classes
         ),
+        published_skin_lab=published,
+        skin_cluster_radius=entry.skin_cluster_radius,
+        textile_chroma_min=entry.textile_chroma_min,
+        decline={k: float(v) for k, v in entry.decline.model_dump().items()},
     )
 
 

@@ -43,8 +43,9 @@ SPECIALIST_NAME = "burn"
 
 #: The known limits of the colour wound map, stated with every wound area.
 WOUND_MAP_LIMITS = (
-    "Limits: brown eschar on very dark skin and white eschar on very pale skin have nearly the skin's own colour "
-    "and are under-detected; skin-coloured objects are taken for skin; the photograph shows only part of the body."
+    "Limits: brown eschar on darker skin, white eschar on very pale skin and charred eschar on the darkest skin have "
+    "nearly the skin's own colour and are under-detected; skin-coloured objects (beige sheets, wood) can be taken for "
+    "skin and red clothing in shade for erythema; the photograph shows only part of the body."
 )
 
 #: What a burn capture shows (its Derivation Description).

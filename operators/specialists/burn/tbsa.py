@@ -132,7 +132,11 @@ def _age_in_years(header: Dataset) -> float | None:
 
 
 def estimate_tbsa(
-    region: ImagedRegion | None, wound_percent_of_skin: float | None, header: Dataset, settings: TbsaSettings
+    region: ImagedRegion | None,
+    wound_percent_of_skin: float | None,
+    header: Dataset,
+    settings: TbsaSettings,
+    not_measured_reason: str = "",
 ) -> TbsaEstimate:
     """%TBSA ≈ region share × wound fraction of the visible skin, or why it is not estimable.
 
@@ -148,7 +152,8 @@ def estimate_tbsa(
             None, f"{NOT_ESTIMABLE}: no share of the total body surface is defined for the {region.name} region"
         )
     if wound_percent_of_skin is None:
-        return TbsaEstimate(None, f"{NOT_ESTIMABLE}: the wound area could not be measured")
+        why = f" ({not_measured_reason})" if not_measured_reason else ""
+        return TbsaEstimate(None, f"{NOT_ESTIMABLE}: the wound area could not be measured{why}")
     age = _age_in_years(header)
     if age is not None and age < settings.adult_min_age_years:
         return TbsaEstimate(
