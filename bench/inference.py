@@ -153,8 +153,13 @@ def _gate_figures(name: str, model, work: Path) -> dict | None:
         "passed": result.passed,
         "reason": result.reason,
         "min_cosine": result.min_cosine,
+        "max_prob_change": result.max_prob_change,
         "top1_agreement": result.top1_agreement,
         "decisions": result.decisions,
+        "decisive_margin": result.decisive_margin,
+        "decisive_decisions": result.decisive_decisions,
+        "decisive_agreement": result.decisive_agreement,
+        "note": result.note,
         "probes": result.probes,
     }
 

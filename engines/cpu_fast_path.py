@@ -8,8 +8,9 @@ Runtime float32. Two paths are known:
     pytorch-bf16       PyTorch bfloat16 autocast; offered only where bfloat16 is native
                        (AMX-BF16 or AVX512-BF16): emulated bfloat16 is slower than float32
 
-Each offered path must pass the parity gate (engines/parity_gate.py: bf16 cosine ≥ 0.999; INT8
-cosine ≥ 0.99 and the same zero-shot top-1 label on ≥ 98% of the probe decisions) and be at
+Each offered path must pass the parity gate (engines/parity_gate.py: smallest embedding cosine,
+largest class-probability change and top-1 agreement on the decisive decisions, with limits per
+precision) and be at
 least `MIN_SPEEDUP` times faster than float32 in the gate's own timing; the fastest one that does
 is used. The gate runs once per
 (model weights, path, runtime version, CPU instructions) and its result is kept in the work folder.
@@ -146,6 +147,7 @@ def run_gate(
         candidate=candidate.encode_images,
         probes=probe_set.images,
         class_sets=probe_set.class_sets(candidate),
+        logit_scale=candidate.logit_scale,
         thresholds=path.thresholds,
         details=details,
     )
