@@ -9,8 +9,10 @@ CPUs that have it, and this product only uses a reduced precision that the parit
     openvino-bf16   hint bf16: only where the CPU computes bfloat16 natively (AMX-BF16, AVX512-BF16)
     openvino-int8   the NNCF INT8 graph, its remaining floating-point operations in f32
 
-Compiled graphs go to OpenVINO's model cache (`CACHE_DIR`) under `<work dir>/openvino-cache/`,
-so a later run with the same work folder loads the compiled blob instead of compiling again.
+Compiled graphs go to OpenVINO's model cache (`CACHE_DIR`) under `<work dir>/openvino-cache/<precision>/`,
+so a later run with the same work folder loads the compiled blob instead of compiling again. One
+folder per precision, because OpenVINO 2026.4 names a cached blob without the precision hint: with
+one shared folder the bfloat16 path loaded the float32 blob of the same ONNX graph (and crashed).
 The text tower stays on ONNX Runtime float32, opened on first use only: the zero-shot text
 embeddings are normally served from the work folder's cache, and keeping it float32 keeps that
 cache shared by every backend. On a run whose text cache is cold the float32 text graph is
@@ -91,7 +93,7 @@ class OpenVinoBackend(InferenceBackend):
             graph = self._image_graph(model, work_dir, calibration)
         except (OnnxExportError, QuantizationError) as exc:
             raise BackendUnavailable(str(exc)) from exc
-        self.cache_dir = Path(work_dir) / CACHE_SUBDIR
+        self.cache_dir = Path(work_dir) / CACHE_SUBDIR / precision
         try:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             cache: Path | None = self.cache_dir

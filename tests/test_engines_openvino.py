@@ -113,7 +113,31 @@ def test_each_precision_matches_pytorch_within_its_tolerance(model, work, refere
     assert got.shape == expected.shape and got.dtype == np.float32
     assert _cosines(got, expected).min() >= min_cosine
     assert backend.name == {"fp32": "openvino-cpu", "bf16": "openvino-bf16-cpu", "int8": "openvino-int8-cpu"}[precision]
-    assert any((work / CACHE_SUBDIR).iterdir())  # OpenVINO's model cache is in the work folder
+    assert any((work / CACHE_SUBDIR / precision).iterdir())  # OpenVINO's model cache is in the work folder
+
+
+def test_each_precision_has_its_own_model_cache(model, work) -> None:
+    """OpenVINO names cached blobs without the precision hint: a shared folder would hand bf16 the fp32 blob."""
+    precisions = ["fp32", "bf16", "int8"] if HOST.bf16_kernel else ["fp32", "int8"]
+    script = textwrap.dedent(
+        f"""
+        from pathlib import Path
+        import numpy as np
+        from models.directory import open_model_dir
+        from engines.openvino_backend import OpenVinoBackend
+        model = open_model_dir(Path({str(model.path)!r}), allow_untrained=True)
+        for run in range(2):  # the second run loads every blob from the cache
+            for precision in {precisions!r}:
+                backend = OpenVinoBackend(model, Path({str(work)!r}), precision, threads=2)
+                backend.encode_images(np.zeros((8, 3, 224, 224), dtype=np.float32))
+                print(run, precision, str(backend._image.get_property("INFERENCE_PRECISION_HINT")).replace(" ", ""))
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    hints = {"fp32": "<Type:'float32'>", "bf16": "<Type:'bfloat16'>", "int8": "<Type:'float32'>"}
+    assert result.stdout.split("\n")[:-1] == [f"{run} {p} {hints[p]}" for run in range(2) for p in precisions]
+    assert sorted(p.name for p in (work / CACHE_SUBDIR).iterdir()) == sorted(precisions)
 
 
 def test_text_tower_is_onnxruntime_float32_opened_on_first_use(model, work, reference) -> None:
