@@ -230,6 +230,10 @@ def gated_result(
 ) -> tuple[GateResult, InferenceBackend | None]:
     """The gate result of `path` (stored, or run now on `probes` and stored) and the backend if it had to be opened.
 
+    A path whose graph is made from calibration images (`FastPath.graph_identity`) has that
+    graph's identity in its key; if the graph is not made yet, the backend is opened first (which
+    makes it), so the key names the graph the result is about.
+
     Raises BackendUnavailable when the path cannot be opened, ParityGateError when no probe set
     was given, and lets the gate's own errors through (the caller decides whether that is a
     fallback or an error).
