@@ -1,14 +1,15 @@
 """Inference engine commands: `python -m app.engine_commands export|quantize|build|triton-repo ...`.
 
     python -m app.engine_commands export MODEL_PATH
-    python -m app.engine_commands quantize [-m MODELS] [-w WORKDIR]
+    python -m app.engine_commands quantize [--calib DIR] [-m MODELS] [-w WORKDIR]
     python -m app.engine_commands build --precision fp16|int8 [--calib DIR] [-m MODELS] [-w WORKDIR] [--force]
     python -m app.engine_commands triton-repo OUT [-m MODELS] [-w WORKDIR] [options]
 
 `export` (alias `export-onnx`) writes the ONNX export of a model's towers into `<model folder>/onnx/`
 (with the weights hash in `onnx.json`), so a deployment can ship it and run ONNX Runtime without
 torch, and checks it against PyTorch (cosine ≥ 0.9999, engines/export_parity.py). `quantize`
-ships the CPU INT8 image graph and this CPU's parity gate result in the model folder; `build`
+ships the CPU INT8 image graphs (ONNX Runtime dynamic, and OpenVINO static by NNCF, calibrated on
+`--calib DIR` or the sample studies) and this CPU's parity gate results in the model folder; `build`
 builds the TensorRT engines on the GPU host that runs them (engines/build_commands.py).
 `--calib` names a folder of DICOM studies or PNG/JPEG images for INT8 calibration (default: the
 sample studies); a folder without usable images is refused before anything is built.
@@ -70,8 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--precision", choices=("fp16", "int8"), default="fp16", help="image engine precision (default fp16)")
     build.add_argument("--calib", type=Path, default=None, help="INT8 calibration folder: DICOM studies or PNG/JPEG images (default: the sample studies)")
     build.add_argument("--force", action="store_true", help="rebuild even if a valid engine is cached")
-    quantize = commands.add_parser("quantize", help="ship the CPU INT8 image graph and its parity result in the model folder")
+    quantize = commands.add_parser("quantize", help="ship the CPU INT8 image graphs and their parity results in the model folder")
     _folders(quantize, "work folder whose caches the MAP uses (default: $HOLOSCAN_WORKDIR, else the MAP's default)")
+    quantize.add_argument(
+        "--calib", type=Path, default=None,
+        help="OpenVINO INT8 calibration folder: DICOM studies or PNG/JPEG images (default: the sample studies)",
+    )
 
     defaults = TritonRepositoryOptions()
     triton = commands.add_parser(
@@ -140,11 +145,15 @@ def _build(args: argparse.Namespace) -> dict:
 
 
 def _quantize(args: argparse.Namespace) -> dict:
-    from app.probe_set import SampleStudyProbes
+    from app.probe_set import SampleStudyProbes, folder_images
     from engines.build_commands import ship_int8_graph
 
     model, work_dir = _open_model_and_work_dir(args)
-    return ship_int8_graph(model, work_dir, probes=SampleStudyProbes())
+    calibration = None
+    if args.calib is not None:
+        calibration = folder_images(args.calib, size=model.image_size, mean=model.mean, std=model.std)
+        log.info("calibrating the OpenVINO INT8 graph on %d preprocessed images from %s", len(calibration), args.calib)
+    return ship_int8_graph(model, work_dir, probes=SampleStudyProbes(), calibration=calibration)
 
 
 def run_build(args: argparse.Namespace) -> int:

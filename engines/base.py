@@ -32,7 +32,9 @@ class BackendConfigError(ValueError):
 
 
 AUTO = "auto"
-BACKEND_NAMES: tuple[str, ...] = ("tensorrt", "onnxruntime", "onnxruntime-int8", "pytorch", "pytorch-bf16")
+BACKEND_NAMES: tuple[str, ...] = (
+    "tensorrt", "onnxruntime", "onnxruntime-int8", "openvino", "openvino-bf16", "openvino-int8", "pytorch", "pytorch-bf16",
+)
 """Every inference backend a run can be forced to; the one list the CLI, the settings and the node's
 configuration are checked against."""
 BACKEND_CHOICES: tuple[str, ...] = (AUTO, *BACKEND_NAMES)

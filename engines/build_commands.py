@@ -82,35 +82,60 @@ def build_tensorrt_engines(
     }
 
 
-def ship_int8_graph(model: ModelDirectory, work_dir: Path, *, probes: ProbeSource) -> dict:
-    """Quantise the image graph into the model folder and ship this CPU's gate result; a JSON-ready summary.
+def ship_int8_graph(
+    model: ModelDirectory, work_dir: Path, *, probes: ProbeSource, calibration: CalibrationSet | None = None
+) -> dict:
+    """Make the CPU INT8 image graphs in the model folder and ship this CPU's gate results; a JSON-ready summary.
 
-    Raises ValueError when the model folder already holds an unusable INT8 folder.
+    Two graphs: ONNX Runtime's dynamic INT8 (`onnx/int8/`, needs no calibration) and OpenVINO's
+    NNCF static INT8 (`onnx/openvino-int8/`), calibrated on `calibration` (default: the probe
+    source's calibration set, the sample studies). The gate of every INT8 path this CPU offers is
+    run and its record shipped in `onnx/gates/`. Raises ValueError when the model folder already
+    holds an unusable INT8 folder, QuantizationError when a graph cannot be made.
     """
-    from engines.cpu_fast_path import INT8_PATH, PATHS_BY_NAME, gated_result
+    from engines.cpu_fast_path import INT8_PATH, OV_INT8_PATH, PATHS_BY_NAME, gated_result
     from engines.cpu_features import read_cpu_features
     from engines.onnx_files import onnx_files_for
+    from engines.openvino_quantization import ov_int8_folder_problem, quantize_openvino_image_graph, shipped_ov_int8_dir
     from engines.parity_gate import SHIPPED_GATES_SUBDIR, GateRecords
     from engines.quantization import int8_folder_problem, quantize_image_graph, shipped_int8_dir
 
     onnx = onnx_files_for(model, work_dir)
-    destination = shipped_int8_dir(model)
-    if destination.exists():
-        problem = int8_folder_problem(destination, model.sha256)
-        if problem is not None:
-            raise ValueError(f"{destination} exists but is unusable ({problem}); remove it and run quantize again")
-        log.info("%s already holds the INT8 graph of these weights", destination)
-    else:
-        quantize_image_graph(model, onnx, destination)
+    made = {
+        INT8_PATH: (shipped_int8_dir(model), int8_folder_problem, lambda dest: quantize_image_graph(model, onnx, dest)),
+        OV_INT8_PATH: (
+            shipped_ov_int8_dir(model),
+            ov_int8_folder_problem,
+            lambda dest: quantize_openvino_image_graph(model, onnx, calibration or probes.calibration_set(model), dest),
+        ),
+    }
+    features = read_cpu_features()
     gates_dir = model.shipped_onnx_dir / SHIPPED_GATES_SUBDIR
     records = GateRecords(work_dir, gates_dir)
-    result, backend = gated_result(PATHS_BY_NAME[INT8_PATH], model, work_dir, read_cpu_features(), records, probes)
-    if backend is not None:
-        backend.close()
-    records.store(result, gates_dir)
-    if not result.passed:
-        log.warning("the INT8 graph failed the parity gate on this CPU (%s): MAP runs here will use float32", result.reason)
-    return {"int8_graph": str(destination), "parity_gate": {"passed": result.passed, "summary": result.summary()}}
+    summary: dict = {}
+    for name, (destination, folder_problem, make) in made.items():
+        if destination.exists():
+            problem = folder_problem(destination, model.sha256)
+            if problem is not None:
+                raise ValueError(f"{destination} exists but is unusable ({problem}); remove it and run quantize again")
+            log.info("%s already holds the %s graph of these weights", destination, name)
+        else:
+            make(destination)
+        entry: dict = {"graph": str(destination)}
+        path = PATHS_BY_NAME[name]
+        not_offered = path.not_offered(features)
+        if not_offered is not None:
+            entry["parity_gate"] = {"passed": None, "summary": f"not run: {not_offered}"}
+        else:
+            result, backend = gated_result(path, model, work_dir, features, records, probes)
+            if backend is not None:
+                backend.close()
+            records.store(result, gates_dir)
+            if not result.passed:
+                log.warning("the %s graph failed the parity gate on this CPU (%s): MAP runs here will not use it", name, result.reason)
+            entry["parity_gate"] = {"passed": result.passed, "summary": result.summary()}
+        summary[name] = entry
+    return summary
 
 
 def export_checked_onnx(model: ModelDirectory, sample_images: np.ndarray) -> ExportParity | None:

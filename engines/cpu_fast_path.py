@@ -1,15 +1,21 @@
 """The fast CPU path: the fastest reduced-precision backend that gives the float32 answers on this CPU.
 
 Under `auto`, after TensorRT, the CPU slot of the backend order opens this instead of plain ONNX
-Runtime float32. Two paths are known:
+Runtime float32. These paths are known:
 
+    openvino-int8      OpenVINO, NNCF static INT8 image tower (engines/openvino_backend.py);
+                       offered when the CPU has INT8 dot-product instructions
+    openvino-bf16      OpenVINO, bfloat16 inference precision; offered only where bfloat16 is native
+    openvino           OpenVINO float32 (its kernels can beat ONNX Runtime's on the same graph);
+                       offered on x86-64 with SSE4.2 (OpenVINO's minimum) and on 64-bit Arm
     onnxruntime-int8   INT8 image tower (engines/quantization.py); offered when the CPU has INT8
                        dot-product instructions (AVX2, AVX-VNNI, AVX512-VNNI, AMX-INT8, Arm dotprod)
     pytorch-bf16       PyTorch bfloat16 autocast; offered only where bfloat16 is native
                        (AMX-BF16 or AVX512-BF16): emulated bfloat16 is slower than float32
 
-Each offered path must pass the parity gate (engines/parity_gate.py: bf16 cosine ≥ 0.999; INT8
-cosine ≥ 0.99 and the same zero-shot top-1 label on ≥ 98% of the probe decisions) and be at
+Each offered path must pass the parity gate (engines/parity_gate.py: smallest embedding cosine,
+largest class-probability change and top-1 agreement on the decisive decisions, with limits per
+precision) and be at
 least `MIN_SPEEDUP` times faster than float32 in the gate's own timing; the fastest one that does
 is used. The gate runs once per
 (model weights, path, runtime version, CPU instructions) and its result is kept in the work folder.
@@ -18,7 +24,9 @@ simply lacks the instructions, WARNING when a path was tried and failed). A GPU 
 CUDA provider) makes the CPU paths moot: plain ONNX Runtime is opened then.
 
 Forcing `--backend onnxruntime-int8` or `pytorch-bf16` skips the CPU check but never the gate: a
-forced path that fails it is an error naming the figures.
+forced path that fails it is an error naming the figures. Forcing an OpenVINO path on a CPU
+without its instructions is an error saying which are missing (OpenVINO would silently run
+another precision, or an emulated one); the gate still runs where they are present.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ from engines.onnx_export import OnnxExportError
 from engines.onnx_files import onnx_files_for
 from engines.parity_gate import (
     BF16_THRESHOLDS,
+    FP32_ENGINE_THRESHOLDS,
     INT8_THRESHOLDS,
     SHIPPED_GATES_SUBDIR,
     GateRecords,
@@ -51,18 +60,64 @@ log = logging.getLogger(__name__)
 
 INT8_PATH = "onnxruntime-int8"
 BF16_PATH = "pytorch-bf16"
+OV_FP32_PATH = "openvino"
+OV_BF16_PATH = "openvino-bf16"
+OV_INT8_PATH = "openvino-int8"
 MIN_SPEEDUP = 1.2
 """A path must be at least this much faster than float32 in the gate's timing to be worth its reduced
 precision; the margin also keeps the choice stable against timing noise on busy hosts."""
 
 
-def _open_int8(model: ModelDirectory, work_dir: Path) -> InferenceBackend:
+def _open_int8(model: ModelDirectory, work_dir: Path, probes: ProbeSource | None) -> InferenceBackend:
     from engines.onnxruntime_int8_backend import OnnxRuntimeInt8Backend
 
     return OnnxRuntimeInt8Backend(model, work_dir)
 
 
-def _open_bf16(model: ModelDirectory, work_dir: Path) -> InferenceBackend:
+def _openvino_opener(precision: str) -> Callable[[ModelDirectory, Path, "ProbeSource | None"], InferenceBackend]:
+    """Opens OpenVINO in `precision`; an INT8 graph that must be made is calibrated on the probe source's images."""
+
+    def opener(model: ModelDirectory, work_dir: Path, probes: ProbeSource | None) -> InferenceBackend:
+        try:
+            from engines.openvino_backend import OpenVinoBackend
+        except ImportError as exc:
+            raise BackendUnavailable(f"the OpenVINO backend cannot be imported ({exc})") from exc
+        calibration = (lambda: probes.calibration_set(model)) if probes is not None else None
+        return OpenVinoBackend(model, work_dir, precision, calibration=calibration)
+
+    return opener
+
+
+def _openvino_fp32_not_offered(features: CpuFeatures) -> str | None:
+    if features.machine in ("x86_64", "amd64"):
+        if "sse4_2" not in features.flags:
+            return f"OpenVINO needs at least SSE4.2 on x86-64 (found {features.kernel_signature()})"
+        return None
+    if features.machine in ("aarch64", "arm64"):
+        return None
+    return f"OpenVINO's CPU plugin does not run on {features.machine or 'this machine'}"
+
+
+def _openvino_bf16_not_offered(features: CpuFeatures) -> str | None:
+    return _openvino_fp32_not_offered(features) or _bf16_not_offered(features)
+
+
+def _openvino_int8_not_offered(features: CpuFeatures) -> str | None:
+    return _openvino_fp32_not_offered(features) or _int8_not_offered(features)
+
+
+def _openvino_recipe(precision: str) -> Callable[[], str]:
+    def recipe() -> str:
+        if precision == "int8":
+            from engines.openvino_quantization import RECIPE
+
+            return f"openvino-{RECIPE}"
+        return f"openvino-onnx-{precision}-v1"
+
+    return recipe
+
+
+def _open_bf16(model: ModelDirectory, work_dir: Path, probes: ProbeSource | None) -> InferenceBackend:
     try:
         from engines.pytorch_bf16_backend import PyTorchBf16Backend
     except ImportError as exc:
@@ -96,14 +151,32 @@ class FastPath:
     """One reduced-precision CPU path: how to open it, when it is offered, what it must reach."""
 
     name: str
-    opener: Callable[[ModelDirectory, Path], InferenceBackend]
+    opener: Callable[[ModelDirectory, Path, "ProbeSource | None"], InferenceBackend]
+    """Opens the backend; the probe source supplies calibration images if a graph must be made."""
     not_offered: Callable[[CpuFeatures], str | None]
     thresholds: GateThresholds
     runtime_package: str
     recipe: Callable[[], str]
+    forced_needs_instructions: bool = False
+    """Forcing the path on a CPU that does not offer it is an error (not just a log line)."""
+    graph_identity: Callable[[ModelDirectory, Path], str | None] | None = None
+    """For graphs made from calibration images: what identifies the graph a run would open (None: not made
+    yet); it joins the gate key so a recalibrated graph is gated again."""
+
+
+def _ov_int8_graph_identity(model: ModelDirectory, work_dir: Path) -> str | None:
+    from engines.openvino_quantization import ov_int8_graph_identity
+
+    return ov_int8_graph_identity(model, work_dir)
 
 
 FAST_PATHS: tuple[FastPath, ...] = (
+    FastPath(
+        OV_INT8_PATH, _openvino_opener("int8"), _openvino_int8_not_offered, INT8_THRESHOLDS, "openvino",
+        _openvino_recipe("int8"), True, _ov_int8_graph_identity,
+    ),
+    FastPath(OV_BF16_PATH, _openvino_opener("bf16"), _openvino_bf16_not_offered, BF16_THRESHOLDS, "openvino", _openvino_recipe("bf16"), True),
+    FastPath(OV_FP32_PATH, _openvino_opener("fp32"), _openvino_fp32_not_offered, FP32_ENGINE_THRESHOLDS, "openvino", _openvino_recipe("fp32"), True),
     FastPath(INT8_PATH, _open_int8, _int8_not_offered, INT8_THRESHOLDS, "onnxruntime", _int8_recipe),
     FastPath(BF16_PATH, _open_bf16, _bf16_not_offered, BF16_THRESHOLDS, "torch", lambda: "torch-cpu-autocast-bf16-v1"),
 )
@@ -146,6 +219,7 @@ def run_gate(
         candidate=candidate.encode_images,
         probes=probe_set.images,
         class_sets=probe_set.class_sets(candidate),
+        logit_scale=candidate.logit_scale,
         thresholds=path.thresholds,
         details=details,
     )
@@ -156,6 +230,10 @@ def gated_result(
 ) -> tuple[GateResult, InferenceBackend | None]:
     """The gate result of `path` (stored, or run now on `probes` and stored) and the backend if it had to be opened.
 
+    A path whose graph is made from calibration images (`FastPath.graph_identity`) has that
+    graph's identity in its key; if the graph is not made yet, the backend is opened first (which
+    makes it), so the key names the graph the result is about.
+
     Raises BackendUnavailable when the path cannot be opened, ParityGateError when no probe set
     was given, and lets the gate's own errors through (the caller decides whether that is a
     fallback or an error).
@@ -163,11 +241,19 @@ def gated_result(
     if probes is None:
         raise ParityGateError(f"no probe set was given, so the parity gate of {path.name} cannot run")
     details = gate_ingredients(path, features)
+    candidate: InferenceBackend | None = None
+    if path.graph_identity is not None:
+        identity = path.graph_identity(model, work_dir)
+        if identity is None:  # the graph is made when the backend is opened; its identity is known after
+            candidate = path.opener(model, work_dir, probes)
+            identity = path.graph_identity(model, work_dir)
+        details["graph"] = identity
     key = gate_key(model.sha256, path.name, details, probe_set=probes.name)
     stored = records.load(key)
     if stored is not None:
-        return stored, None
-    candidate = path.opener(model, work_dir)
+        return stored, candidate
+    if candidate is None:
+        candidate = path.opener(model, work_dir, probes)
     log.info("checking the %s path against float32 on the probe set (once per model, runtime and CPU)", path.name)
     try:
         result = run_gate(path, candidate, model, work_dir, key, details, probes)
@@ -247,12 +333,15 @@ def open_fastest_cpu_backend(
     if qualified:
         best = max(qualified, key=lambda r: r.images_per_s)
         try:
-            chosen = opened.pop(best.path, None) or PATHS_BY_NAME[best.path].opener(model, work_dir)
+            chosen = opened.pop(best.path, None) or PATHS_BY_NAME[best.path].opener(model, work_dir, probes)
         except BackendUnavailable as exc:
             not_used.append(f"{best.path} passed the parity gate but cannot be opened now ({exc})")
             trouble = True
         else:
-            log.info("fast CPU path %s: %s", best.path, best.summary())
+            others = "; ".join(
+                [f"{r.path} {r.images_per_s:.2f} images/s" for r in qualified if r is not best] + not_used
+            )
+            log.info("fast CPU path %s: %s%s", best.path, best.summary(), f" (not chosen: {others})" if others else "")
     for backend in opened.values():
         backend.close()
     if chosen is not None:
@@ -272,6 +361,8 @@ def open_forced_fast_path(
     path = PATHS_BY_NAME[name]
     features = features or read_cpu_features()
     reason = path.not_offered(features)
+    if reason is not None and path.forced_needs_instructions:
+        raise BackendUnavailable(f"{name} cannot run on this CPU: {reason}")
     if reason is not None:
         log.info("%s is forced although %s", name, reason)
     try:
@@ -284,4 +375,4 @@ def open_forced_fast_path(
         if backend is not None:
             backend.close()
         raise BackendUnavailable(f"{name} failed the parity gate for this model ({result.reason}; {result.summary()})")
-    return backend if backend is not None else path.opener(model, work_dir)
+    return backend if backend is not None else path.opener(model, work_dir, probes)

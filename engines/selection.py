@@ -115,6 +115,9 @@ OPENERS: dict[str, BackendOpener] = {
     "tensorrt": _open_tensorrt,
     "onnxruntime": _open_onnxruntime,
     "onnxruntime-int8": _open_fast_path("onnxruntime-int8"),
+    "openvino": _open_fast_path("openvino"),
+    "openvino-bf16": _open_fast_path("openvino-bf16"),
+    "openvino-int8": _open_fast_path("openvino-int8"),
     "pytorch": _open_pytorch,
     "pytorch-bf16": _open_fast_path("pytorch-bf16"),
 }
@@ -125,6 +128,9 @@ DISPLAY_NAMES = {
     "tensorrt": "TensorRT",
     "onnxruntime": "ONNX Runtime",
     "onnxruntime-int8": "ONNX Runtime INT8",
+    "openvino": "OpenVINO",
+    "openvino-bf16": "OpenVINO bfloat16",
+    "openvino-int8": "OpenVINO INT8",
     "pytorch": "PyTorch",
     "pytorch-bf16": "PyTorch bfloat16",
 }

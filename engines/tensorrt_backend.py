@@ -264,6 +264,7 @@ class TensorRTBackend(InferenceBackend):
                 candidate=self.encode_images,
                 probes=probe_set.images,
                 class_sets=probe_set.class_sets(self),
+                logit_scale=self.logit_scale,
                 thresholds=thresholds,
                 details=details,
             )

@@ -8,6 +8,7 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from app.probe_set import SampleStudyProbes
@@ -56,13 +57,37 @@ def test_export_that_fails_the_parity_check_is_removed(model_copy: Path, monkeyp
     assert "does not reproduce PyTorch" in error and "(image)" in error and "(text)" in error
 
 
-def test_quantize_ships_the_int8_graph_and_gate_result_in_the_model_folder(model_copy: Path, tmp_path: Path, capsys) -> None:
+def test_quantize_ships_the_int8_graphs_and_gate_results_in_the_model_folder(model_copy: Path, tmp_path: Path, capsys) -> None:
     from app.engine_commands import main
+    from engines.openvino_quantization import OV_INT8_METADATA, ov_int8_folder_problem
     from engines.quantization import int8_folder_problem
 
-    assert main(["quantize", "-m", str(model_copy), "-w", str(tmp_path / "work")]) == 0
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    rng = np.random.default_rng(5)
+    import cv2
+
+    for index in range(3):
+        cv2.imwrite(str(calib / f"photo{index}.png"), rng.integers(0, 255, (64, 80, 3), dtype=np.uint8))
+    assert main(["quantize", "--calib", str(calib), "-m", str(model_copy), "-w", str(tmp_path / "work")]) == 0
     summary = json.loads(capsys.readouterr().out)
     model = open_model_dir(model_copy, allow_untrained=True)
     assert int8_folder_problem(model_copy / "onnx" / "int8", model.sha256) is None
-    (record,) = (model_copy / "onnx" / "gates").glob("*.json")
-    assert json.loads(record.read_text())["passed"] == summary["parity_gate"]["passed"]
+    assert ov_int8_folder_problem(model_copy / "onnx" / "openvino-int8", model.sha256) is None
+    metadata = json.loads((model_copy / "onnx" / "openvino-int8" / OV_INT8_METADATA).read_text())
+    assert metadata["calibration"].startswith(str(calib)) and metadata["calibration_images"] == 3 * 7  # widened
+    records = {json.loads(p.read_text())["path"]: json.loads(p.read_text()) for p in (model_copy / "onnx" / "gates").glob("*.json")}
+    for name in ("onnxruntime-int8", "openvino-int8"):
+        gate = summary[name]["parity_gate"]
+        if gate["passed"] is None:  # this CPU does not offer the path: nothing to ship
+            assert name not in records and gate["summary"].startswith("not run")
+        else:
+            assert records[name]["passed"] == gate["passed"]
+
+
+def test_quantize_refuses_a_calibration_folder_without_images(model_copy: Path, tmp_path: Path) -> None:
+    from app.engine_commands import main
+
+    (tmp_path / "empty").mkdir()
+    assert main(["quantize", "--calib", str(tmp_path / "empty"), "-m", str(model_copy), "-w", str(tmp_path / "work")]) == 2
+    assert not (model_copy / "onnx" / "openvino-int8").exists()
