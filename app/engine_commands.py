@@ -8,8 +8,10 @@
 `export` (alias `export-onnx`) writes the ONNX export of a model's towers into `<model folder>/onnx/`
 (with the weights hash in `onnx.json`), so a deployment can ship it and run ONNX Runtime without
 torch, and checks it against PyTorch (cosine ≥ 0.9999, engines/export_parity.py). `quantize`
-ships the CPU INT8 image graphs (ONNX Runtime dynamic, and OpenVINO static by NNCF, calibrated on
-`--calib DIR` or the sample studies) and this CPU's parity gate results in the model folder; `build`
+ships the checked ONNX export, the CPU INT8 image graphs (ONNX Runtime dynamic, and OpenVINO static
+by NNCF, calibrated on `--calib DIR` or the sample studies) and the parity gate results of every fast
+CPU path this CPU offers in the model folder (what the MAP staging ships, so that a MAP run on a CPU
+of this kind exports, quantises and gates nothing); `build`
 builds the TensorRT engines on the GPU host that runs them (engines/build_commands.py).
 `--calib` names a folder of DICOM studies or PNG/JPEG images for INT8 calibration (default: the
 sample studies); a folder without usable images is refused before anything is built.
@@ -146,20 +148,39 @@ def _build(args: argparse.Namespace) -> dict:
 
 def _quantize(args: argparse.Namespace) -> dict:
     from app.probe_set import SampleStudyProbes, folder_images
-    from engines.build_commands import ship_int8_graph
 
     model, work_dir = _open_model_and_work_dir(args)
     calibration = None
     if args.calib is not None:
         calibration = folder_images(args.calib, size=model.image_size, mean=model.mean, std=model.std)
         log.info("calibrating the OpenVINO INT8 graph on %d preprocessed images from %s", len(calibration), args.calib)
-    return ship_int8_graph(model, work_dir, probes=SampleStudyProbes(), calibration=calibration)
+    return prepare_model_folder(model, work_dir, calibration=calibration)
+
+
+def prepare_model_folder(model, work_dir: Path, *, calibration=None) -> dict:
+    """Ship in `model`'s folder all a CPU run needs: the checked ONNX export, both INT8 graphs, this CPU's gate records.
+
+    What `quantize` and the MAP staging (deploy/stage_map.py) do, so a MAP run with an empty work
+    folder on a CPU of this kind exports, quantises and gates nothing. A JSON-ready summary.
+    Raises what `export_checked_onnx` and `ship_int8_graph` raise.
+    """
+    from app.probe_set import SampleStudyProbes
+    from engines.build_commands import export_checked_onnx, ship_int8_graph
+
+    probes = SampleStudyProbes()
+    parity = export_checked_onnx(model, probes.calibration_set(model).images)
+    summary: dict = {"onnx": str(model.shipped_onnx_dir)}
+    if parity is not None:
+        summary["onnx_parity"] = {"image_min_cosine": parity.image_min_cosine, "text_min_cosine": parity.text_min_cosine}
+    summary.update(ship_int8_graph(model, work_dir, probes=probes, calibration=calibration))
+    return summary
 
 
 def run_build(args: argparse.Namespace) -> int:
     """`build` or `quantize`; prints a JSON summary; returns the exit status."""
     from engines.base import BackendUnavailable
     from engines.calibration import CalibrationError
+    from engines.export_parity import ExportParityError
     from engines.onnx_export import OnnxExportError
     from engines.quantization import QuantizationError
     from engines.tensorrt_build import EngineBuildError, TensorRTUnavailable
@@ -176,7 +197,7 @@ def run_build(args: argparse.Namespace) -> int:
         log.error("no CUDA GPU can be used here (%s): TensorRT engines are built on the GPU that runs them", exc)
         return 2
     except (
-        ModelDirectoryError, CalibrationError, OnnxExportError, QuantizationError, EngineBuildError,
+        ModelDirectoryError, CalibrationError, OnnxExportError, ExportParityError, QuantizationError, EngineBuildError,
         EngineCacheError, CudaError, BackendUnavailable, ValueError, OSError,
     ) as exc:
         log.error("%s", exc)

@@ -89,11 +89,12 @@ def ship_int8_graph(
 
     Two graphs: ONNX Runtime's dynamic INT8 (`onnx/int8/`, needs no calibration) and OpenVINO's
     NNCF static INT8 (`onnx/openvino-int8/`), calibrated on `calibration` (default: the probe
-    source's calibration set, the sample studies). The gate of every INT8 path this CPU offers is
-    run and its record shipped in `onnx/gates/`. Raises ValueError when the model folder already
+    source's calibration set, the sample studies). The gate of every fast CPU path this CPU offers
+    (INT8, bfloat16 and OpenVINO float32, engines/cpu_fast_path.py) is run and its record shipped in
+    `onnx/gates/`, so that `auto` on a CPU of this kind reads every figure it chooses by and gates nothing. Raises ValueError when the model folder already
     holds an unusable INT8 folder, QuantizationError when a graph cannot be made.
     """
-    from engines.cpu_fast_path import INT8_PATH, OV_INT8_PATH, PATHS_BY_NAME, gated_result
+    from engines.cpu_fast_path import FAST_PATHS, INT8_PATH, OV_INT8_PATH, gated_result
     from engines.cpu_features import read_cpu_features
     from engines.onnx_files import onnx_files_for
     from engines.openvino_quantization import ov_int8_folder_problem, quantize_openvino_image_graph, shipped_ov_int8_dir
@@ -121,20 +122,21 @@ def ship_int8_graph(
             log.info("%s already holds the %s graph of these weights", destination, name)
         else:
             make(destination)
-        entry: dict = {"graph": str(destination)}
-        path = PATHS_BY_NAME[name]
+        summary[name] = {"graph": str(destination)}
+    for path in FAST_PATHS:  # every path this CPU offers, so that `auto` gates nothing at run time here
+        entry = summary.setdefault(path.name, {})
         not_offered = path.not_offered(features)
         if not_offered is not None:
             entry["parity_gate"] = {"passed": None, "summary": f"not run: {not_offered}"}
-        else:
-            result, backend = gated_result(path, model, work_dir, features, records, probes)
-            if backend is not None:
-                backend.close()
-            records.store(result, gates_dir)
-            if not result.passed:
-                log.warning("the %s graph failed the parity gate on this CPU (%s): MAP runs here will not use it", name, result.reason)
-            entry["parity_gate"] = {"passed": result.passed, "summary": result.summary()}
-        summary[name] = entry
+            continue
+        result, backend = gated_result(path, model, work_dir, features, records, probes)
+        if backend is not None:
+            backend.close()
+        records.store(result, gates_dir)
+        if not result.passed:
+            log.warning("the %s path failed the parity gate on this CPU (%s): MAP runs here will not use it", path.name, result.reason)
+        entry["parity_gate"] = {"passed": result.passed, "summary": result.summary()}
+    summary["cpu"] = features.kernel_signature()
     return summary
 
 
