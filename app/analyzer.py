@@ -49,6 +49,6 @@ def open_analyzer(settings: RunSettings, tasks: TaskCatalogue | None = None) -> 
         backend,
         TextTokenizer.from_model(model),
         tasks,
-        TextEmbeddingCache.in_work_dir(settings.work_dir),
+        TextEmbeddingCache.in_work_dir(settings.work_dir, model.shipped_onnx_dir),
         settings.batch_size,
     )

@@ -173,7 +173,35 @@ def prepare_model_folder(model, work_dir: Path, *, calibration=None) -> dict:
     if parity is not None:
         summary["onnx_parity"] = {"image_min_cosine": parity.image_min_cosine, "text_min_cosine": parity.text_min_cosine}
     summary.update(ship_int8_graph(model, work_dir, probes=probes, calibration=calibration))
+    summary["text_embeddings"] = ship_text_embeddings(model, work_dir)
     return summary
+
+
+def ship_text_embeddings(model, work_dir: Path) -> dict:
+    """The bundled tasks' class embeddings (ONNX Runtime float32 text tower) in `onnx/text-embeddings/`.
+
+    The text embedding cache is keyed by the weights and the prompts, so a site task file with
+    other prompts simply misses and is embedded at run time; the bundled tasks need no text tower.
+    """
+    from app.probe_set import BUNDLED_TASKS
+    from common.zero_shot_tasks import load_tasks
+    from engines.onnxruntime_backend import OnnxRuntimeBackend
+    from engines.text_cache import TEXT_CACHE_SUBDIR, TextEmbeddingCache
+    from engines.tokenizer import TextTokenizer
+    from operators.inference.zero_shot import class_embeddings
+
+    destination = model.shipped_onnx_dir / TEXT_CACHE_SUBDIR
+    cache = TextEmbeddingCache(destination)
+    backend = OnnxRuntimeBackend(model, work_dir, allow_cuda=False)
+    try:
+        tokenizer = TextTokenizer.from_model(model)
+        tasks = load_tasks(BUNDLED_TASKS).tasks
+        for _, task in sorted(tasks.items()):
+            class_embeddings(backend, tokenizer, task, cache)
+    finally:
+        backend.close()
+    log.info("shipped the class embeddings of %d bundled tasks in %s (%d texts embedded)", len(tasks), destination, cache.stats.texts_embedded)
+    return {"folder": str(destination), "tasks": len(tasks), "texts_embedded": cache.stats.texts_embedded}
 
 
 def run_build(args: argparse.Namespace) -> int:

@@ -221,7 +221,7 @@ def bundled_class_sets(backend: InferenceBackend, model: ModelDirectory, work_di
 
     tasks = load_tasks(BUNDLED_TASKS)
     tokenizer = TextTokenizer.from_model(model)
-    cache = TextEmbeddingCache.in_work_dir(work_dir)
+    cache = TextEmbeddingCache.in_work_dir(work_dir, model.shipped_onnx_dir)
     return [class_embeddings(backend, tokenizer, task, cache) for _, task in sorted(tasks.tasks.items())]
 
 

@@ -6,7 +6,11 @@
 #
 # Steps:
 #   1. stage the application folder and the models folder (deploy/stage_map.py): exactly what the
-#      packager copies to /opt/holoscan/app and /opt/holoscan/models, with the model's ONNX export;
+#      packager copies to /opt/holoscan/app and /opt/holoscan/models, the model folder prepared as
+#      `python -m app.engine_commands quantize` prepares it (ONNX export, ONNX Runtime and OpenVINO
+#      INT8 graphs, parity gate records for this build machine's CPU kind, bundled tasks' text
+#      embeddings; minutes on a full-size model), so the MAP exports, quantises and gates nothing
+#      on CPUs of that kind;
 #   2. run `holoscan package` on them (holoscan-cli pinned below 4.3: 4.3 dropped MAP packaging).
 # --dry-run stops after rendering the packager's Docker build context into OUT/context (Dockerfile,
 # app.json, pkg.json) and needs no Docker engine. See deploy/README.md for running and inspecting

@@ -10,7 +10,8 @@ script and the MAP-contract test use one and the same tree:
     <out>/app/__main__.py          deploy/map_entrypoint.py (python3 /opt/holoscan/app runs it)
     <out>/app/common/ app/ operators/ models/ engines/   the product's packages, without caches
     <out>/app/requirements.txt     requirements.txt, with the Holoscan wheel for the chosen CUDA
-    <out>/models/biomedclip/       the model folder, with its ONNX export shipped in onnx/
+    <out>/models/biomedclip/       the model folder, prepared: onnx/ holds the ONNX export, the INT8
+                                   graphs, this build CPU's gate records and the text embeddings
 
 `--add` is deliberately not used: the packager copies the *contents* of each added folder into
 `/opt/holoscan/lib` and puts every sub-folder on PYTHONPATH, which would flatten the packages and
@@ -103,14 +104,20 @@ def stage_application(destination: Path, *, cuda: int = 13, repo_root: Path = RE
     return destination
 
 
-def stage_models(model_path: Path, destination: Path, *, export_onnx: bool = True, allow_untrained: bool = False) -> Path:
-    """Copy the model folder into `destination/biomedclip` (the folder given to `--models`), verified.
+def stage_models(model_path: Path, destination: Path, *, prepare: bool = True, allow_untrained: bool = False) -> Path:
+    """Copy the model folder into `destination/biomedclip` (the folder given to `--models`), verified and prepared.
 
     Files are hard-linked where the file system allows (the weights are large) and copied
-    otherwise. With `export_onnx` the ONNX export of the towers is shipped in the model's `onnx/`
-    folder, so the MAP runs ONNX Runtime without exporting (and importing torch) on every run.
+    otherwise. With `prepare` the model's `onnx/` folder is filled as `python -m
+    app.engine_commands quantize` fills it (`prepare_model_folder`): the checked ONNX export, the
+    ONNX Runtime and OpenVINO INT8 image graphs, the parity gate records of every fast CPU path
+    that this build machine's CPU offers, and the bundled tasks' text embeddings. A MAP run on a
+    CPU of this kind then exports, quantises and gates nothing and loads no text tower for the
+    bundled tasks (one log line says so when a run's CPU is of another kind, which gates once).
     An untrained model is refused unless `allow_untrained` (tests, demonstrations).
     """
+    import tempfile
+
     from models.directory import locate_model_dir, open_model_dir
     from models.errors import ModelDirectoryError
 
@@ -131,25 +138,35 @@ def stage_models(model_path: Path, destination: Path, *, export_onnx: bool = Tru
             shutil.copy2(src, dst)
 
     shutil.copytree(source.path, target, copy_function=link_or_copy, ignore=_IGNORED)
-    if export_onnx:
-        from engines.onnx_export import export_onnx as export
-        from engines.onnx_files import onnx_folder_problem
+    if prepare:
+        from app.engine_commands import prepare_model_folder
 
         model = open_model_dir(target, allow_untrained=True)
-        if onnx_folder_problem(model.shipped_onnx_dir, model.sha256) is not None:
-            if model.shipped_onnx_dir.exists():
-                shutil.rmtree(model.shipped_onnx_dir)
-            export(model, model.shipped_onnx_dir)
+        _replace_unusable_export(model)
+        with tempfile.TemporaryDirectory(prefix="stage-map-work-") as work:
+            try:
+                prepare_model_folder(model, Path(work))
+            except Exception as exc:  # the engines raise their own types; each message says what failed
+                raise StagingError(f"the model folder cannot be prepared for the MAP ({type(exc).__name__}: {exc})") from exc
     return destination
 
 
-def stage_map(out: Path, *, model_path: Path | None, cuda: int = 13, export_onnx: bool = True, allow_untrained: bool = False) -> StagedMap:
+def _replace_unusable_export(model) -> None:
+    """Remove a copied `onnx/` folder whose export does not match the weights, so it is made again, never shipped."""
+    from engines.onnx_files import onnx_folder_problem
+
+    folder = model.shipped_onnx_dir
+    if folder.exists() and onnx_folder_problem(folder, model.sha256) is not None:
+        shutil.rmtree(folder)
+
+
+def stage_map(out: Path, *, model_path: Path | None, cuda: int = 13, prepare: bool = True, allow_untrained: bool = False) -> StagedMap:
     """Stage the application folder (`out/app`) and, if a model is given, the models folder (`out/models`)."""
     out = Path(out)
     app_dir = stage_application(out / "app", cuda=cuda)
     models_dir = None
     if model_path is not None:
-        models_dir = stage_models(model_path, out / "models", export_onnx=export_onnx, allow_untrained=allow_untrained)
+        models_dir = stage_models(model_path, out / "models", prepare=prepare, allow_untrained=allow_untrained)
     return StagedMap(app_dir, models_dir, cuda)
 
 

@@ -264,6 +264,24 @@ def gated_result(
     return result, candidate
 
 
+def _say_whether_shipped_records_apply(records: GateRecords, features: CpuFeatures) -> None:
+    """One log line when the model folder ships gate records, but none for this CPU's kind: its paths are gated now.
+
+    Records are keyed by the CPU signature, so a folder prepared on another kind of CPU is never
+    trusted here; the gate runs once on this CPU (its results go to the work folder, so a
+    persistent work folder pays it once).
+    """
+    shipped = records.shipped_cpus()
+    here = features.kernel_signature()
+    if shipped and here not in shipped:
+        log.info(
+            "the model folder's parity gate records are for other CPU kinds (%s), not this one (%s): gating the fast "
+            "CPU paths now on the probe set (prepare the model folder on this kind of CPU with "
+            "`python -m app.engine_commands quantize` to avoid this)",
+            "; ".join(sorted(shipped)), here,
+        )
+
+
 def _float32_backend(model: ModelDirectory, work_dir: Path) -> InferenceBackend:
     from engines.onnxruntime_backend import OnnxRuntimeBackend
 
@@ -298,6 +316,7 @@ def open_fastest_cpu_backend(
         return _float32_backend(model, work_dir)
     features = features or read_cpu_features()
     records = gate_records(model, work_dir)
+    _say_whether_shipped_records_apply(records, features)
     not_used: list[str] = []
     trouble = False
     qualified: list[GateResult] = []

@@ -363,6 +363,24 @@ class GateRecords:
             return result
         return None
 
+    def shipped_cpus(self) -> set[str]:
+        """The CPU signatures (`details["cpu"]`) of the records shipped with the model; empty when none are shipped.
+
+        Lets a run say in one line that the model folder was prepared on another kind of CPU, so
+        its paths are gated now rather than read. An unreadable record counts for no CPU.
+        """
+        if self.shipped_dir is None or not self.shipped_dir.is_dir():
+            return set()
+        cpus = set()
+        for path in self.shipped_dir.glob("*.json"):
+            try:
+                cpu = json.loads(path.read_text(encoding="utf-8")).get("details", {}).get("cpu")
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+                continue
+            if isinstance(cpu, str):
+                cpus.add(cpu)
+        return cpus
+
     def store(self, result: GateResult, directory: Path | None = None) -> Path | None:
         """Write `result` atomically (into `directory`, default the work folder); a failure is one log line."""
         folder = Path(directory) if directory is not None else self.directory

@@ -50,15 +50,22 @@ def cache_key(model_sha256: str, prompt_sets: Sequence[Sequence[str]]) -> str:
 class TextEmbeddingCache:
     """Class-embedding matrices by (model sha256, prompt set); `directory=None` keeps them in memory only."""
 
-    def __init__(self, directory: Path | None) -> None:
+    def __init__(self, directory: Path | None, shipped: Path | None = None) -> None:
         self.directory = Path(directory) if directory is not None else None
+        self.shipped = Path(shipped) if shipped is not None else None
+        """Read-only embeddings shipped in the model folder (`onnx/text-embeddings/`), looked up before `directory`."""
         self.stats = TextCacheStats()
         self._memory: dict[str, np.ndarray] = {}
 
     @classmethod
-    def in_work_dir(cls, work_dir: Path) -> "TextEmbeddingCache":
-        """The cache kept under the run's work folder."""
-        return cls(Path(work_dir) / TEXT_CACHE_SUBDIR)
+    def in_work_dir(cls, work_dir: Path, shipped_onnx_dir: Path | None = None) -> "TextEmbeddingCache":
+        """The cache kept under the run's work folder, after the embeddings shipped in `shipped_onnx_dir` (if given).
+
+        A model folder prepared by `python -m app.engine_commands quantize` ships the bundled
+        tasks' class embeddings, so a run with an empty work folder loads no text tower for them.
+        """
+        shipped = Path(shipped_onnx_dir) / TEXT_CACHE_SUBDIR if shipped_onnx_dir is not None else None
+        return cls(Path(work_dir) / TEXT_CACHE_SUBDIR, shipped)
 
     def get_or_compute(
         self,
@@ -89,11 +96,14 @@ class TextEmbeddingCache:
         return embeddings.copy()
 
     def _load(self, key: str, classes: int) -> np.ndarray | None:
-        if self.directory is None:
-            return None
-        path = self.directory / f"{key}.npy"
-        if not path.is_file():
-            return None
+        for folder in (self.shipped, self.directory):
+            if folder is not None and (folder / f"{key}.npy").is_file():
+                found = self._load_file(folder / f"{key}.npy", classes)
+                if found is not None:
+                    return found
+        return None
+
+    def _load_file(self, path: Path, classes: int) -> np.ndarray | None:
         try:
             array = np.load(path, allow_pickle=False)
         except (OSError, ValueError) as exc:
