@@ -178,10 +178,11 @@ def prepare_model_folder(model, work_dir: Path, *, calibration=None) -> dict:
 
 
 def ship_text_embeddings(model, work_dir: Path) -> dict:
-    """The bundled tasks' class embeddings (ONNX Runtime float32 text tower) in `onnx/text-embeddings/`.
+    """The class embeddings of the bundled tasks and the burn depth task (ONNX Runtime float32 text tower) in `onnx/text-embeddings/`.
 
-    The text embedding cache is keyed by the weights and the prompts, so a site task file with
-    other prompts simply misses and is embedded at run time; the bundled tasks need no text tower.
+    The text embedding cache is keyed by the weights and the prompts, so a site task file or burn
+    configuration with other prompts simply misses and is embedded at run time; with the bundled
+    configuration a run loads no text tower at all.
     """
     from app.probe_set import BUNDLED_TASKS
     from common.zero_shot_tasks import load_tasks
@@ -189,18 +190,19 @@ def ship_text_embeddings(model, work_dir: Path) -> dict:
     from engines.text_cache import TEXT_CACHE_SUBDIR, TextEmbeddingCache
     from engines.tokenizer import TextTokenizer
     from operators.inference.zero_shot import class_embeddings
+    from operators.specialists.burn.config import load_burn_config
 
     destination = model.shipped_onnx_dir / TEXT_CACHE_SUBDIR
     cache = TextEmbeddingCache(destination)
+    tasks = [task for _, task in sorted(load_tasks(BUNDLED_TASKS).tasks.items())] + [load_burn_config().depth.task]
     backend = OnnxRuntimeBackend(model, work_dir, allow_cuda=False)
     try:
         tokenizer = TextTokenizer.from_model(model)
-        tasks = load_tasks(BUNDLED_TASKS).tasks
-        for _, task in sorted(tasks.items()):
+        for task in tasks:
             class_embeddings(backend, tokenizer, task, cache)
     finally:
         backend.close()
-    log.info("shipped the class embeddings of %d bundled tasks in %s (%d texts embedded)", len(tasks), destination, cache.stats.texts_embedded)
+    log.info("shipped the class embeddings of %d tasks in %s (%d texts embedded)", len(tasks), destination, cache.stats.texts_embedded)
     return {"folder": str(destination), "tasks": len(tasks), "texts_embedded": cache.stats.texts_embedded}
 
 
