@@ -22,7 +22,18 @@ only, bypassing the gate, to show its time and memory where the gate refuses it;
 never does this). Output: JSON to `bench/results/e2e.json`; timings and sizes only, no UIDs or
 patient data.
 
+`--cold-map` measures instead what a MAP container pays per study under MONAI Deploy Express:
+a fresh process with `auto`, an empty work folder that is deleted afterwards (no persistent work
+folder: no OpenVINO model cache, no work-folder gate records or text embeddings), on a model folder
+prepared as the MAP build prepares it (`python -m app.engine_commands quantize`: ONNX export,
+INT8 graphs, gate records for this CPU, text embeddings). Per run: total wall time from spawning
+the process to its exit, its peak RSS (`os.wait4`'s rusage of that child alone) and its model-load
+time; the median of `--cold-runs` runs is compared with the targets (≤ 2.5 s, ≤ 800 MB). With
+`--unprepared MODEL` runs on a model folder without the prepared files are interleaved with them
+(they export, quantise and gate in the run: minutes on the full-size model).
+
 Usage: ``python -m bench.e2e [--variants auto,onnxruntime-int8-ungated] [--cold-runs 3] [--warm-runs 5] [--no-first-run]``
+       ``python -m bench.e2e --cold-map --model PREPARED_MODEL [--unprepared MODEL] [--cold-runs 3]``
 """
 
 from __future__ import annotations
@@ -44,6 +55,8 @@ VARIANTS = ("auto", "onnxruntime-int8-ungated")
 SPAWNED_ENV = "BENCH_E2E_SPAWNED_AT"
 TARGET_OVERHEAD_S = 3.0
 TARGET_PEAK_RSS_MB = 1.5 * 1024
+COLD_MAP_TARGET_TOTAL_S = 2.5
+COLD_MAP_TARGET_PEAK_RSS_MB = 800.0
 
 
 # --------------------------------------------------------------------------- child side
@@ -179,6 +192,89 @@ def measure_variant(variant: str, study: Path, models: Path, cold_runs: int, war
     return report
 
 
+def _spawn_measured(variant: str, study: Path, models: Path, work: Path) -> dict:
+    """One child MAP process; its own clocks plus, from the parent, wall time to exit and that child's peak RSS."""
+    with tempfile.TemporaryDirectory(prefix="bench-e2e-out-") as scratch:
+        command = [
+            sys.executable, "-m", "bench.e2e", "--child", variant, "--study", str(study), "--models", str(models),
+            "--work", str(work), "--scratch", scratch, "--warm-runs", "0",
+        ]
+        began = time.time()
+        env = {**os.environ, SPAWNED_ENV: repr(began)}
+        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+            child = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=out, stderr=err, text=True)
+            _, status, usage = os.wait4(child.pid, 0)
+            ended = time.time()
+            child.returncode = os.waitstatus_to_exitcode(status)
+            out.seek(0)
+            err.seek(0)
+            stdout, stderr = out.read(), err.read()
+    if child.returncode != 0:
+        raise RuntimeError(f"cold MAP run failed (exit {child.returncode}):\n{stderr[-3000:]}")
+    cold = json.loads(stdout.strip().splitlines()[-1])["cold"]
+    return {
+        "total_to_exit_s": round(ended - began, 3),
+        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),  # Linux reports kilobytes
+        "model_load_s": cold["model_load_s"],
+        "import_s": cold["import_s"],
+        "interpreter_start_s": cold["interpreter_start_s"],
+        "run_s": cold["run_s"],
+        "inference_s": cold["inference_s"],
+        "sr_written_s": cold["total_s"],
+        "backend": cold["backend"],
+    }
+
+
+def _prepared(model_dir: Path) -> dict:
+    """Which of the files a prepared model folder ships are present (the cold run's precondition, reported)."""
+    onnx = model_dir / "onnx"
+    return {
+        "onnx_export": (onnx / "image_encoder.onnx").is_file(),
+        "openvino_int8_graph": (onnx / "openvino-int8").is_dir(),
+        "onnxruntime_int8_graph": (onnx / "int8").is_dir(),
+        "gate_records": len(list((onnx / "gates").glob("*.json"))) if (onnx / "gates").is_dir() else 0,
+        "text_embeddings": len(list((onnx / "text-embeddings").glob("*.npy"))) if (onnx / "text-embeddings").is_dir() else 0,
+    }
+
+
+def measure_cold_map(study: Path, folders: dict[str, Path], runs: int) -> dict:
+    """`runs` cold MAP runs with `auto` per model folder (interleaved), each with a new empty work folder; medians."""
+    measured: dict[str, list[dict]] = {label: [] for label in folders}
+    for index in range(runs):
+        for label, models in folders.items():
+            print(f"cold MAP run ({label}) {index + 1}/{runs} …", file=sys.stderr, flush=True)
+            with tempfile.TemporaryDirectory(prefix="bench-e2e-cold-work-") as work:
+                measured[label].append(_spawn_measured("auto", study, models, Path(work)))
+    report = {}
+    for label, results in measured.items():
+        keys = [k for k, v in results[0].items() if isinstance(v, (int, float))]
+        median = {key: round(_median([r[key] for r in results]), 3) for key in keys}
+        median["backend"] = sorted({r["backend"] for r in results})
+        report[label] = {
+            "model_folder": _prepared(next(folders[label].iterdir())),
+            "runs": results,
+            "median": median,
+            "targets": {
+                "total_s": {"target": COLD_MAP_TARGET_TOTAL_S, "value": median["total_to_exit_s"],
+                            "met": median["total_to_exit_s"] <= COLD_MAP_TARGET_TOTAL_S},
+                "peak_rss_mb": {"target": COLD_MAP_TARGET_PEAK_RSS_MB, "value": median["peak_rss_mb"],
+                                "met": median["peak_rss_mb"] <= COLD_MAP_TARGET_PEAK_RSS_MB},
+            },
+        }
+    return report
+
+
+def _cpu_description() -> dict:
+    """`lscpu`'s model name and the ISA flags that decide the CPU paths (AVX2, AVX-512, VNNI, BF16, AMX)."""
+    model, flags = "", []
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name") and not model:
+            model = line.split(":", 1)[1].strip()
+        if line.startswith("flags") and not flags:
+            flags = [f for f in line.split(":", 1)[1].split() if f.startswith(("avx", "amx")) or "vnni" in f or "bf16" in f]
+    return {"model_name": model, "isa_flags": flags, "cpu_count": os.cpu_count()}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=None, help="full-size model folder (default: the benchmark's, built if absent)")
@@ -186,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cold-runs", type=int, default=3)
     parser.add_argument("--warm-runs", type=int, default=5)
     parser.add_argument("--no-first-run", action="store_true", help="leave the empty-work-folder run out of the report")
+    parser.add_argument("--cold-map", action="store_true", help="cold MAP runs with auto on a prepared model folder (see above)")
+    parser.add_argument("--unprepared", type=Path, default=None, help="with --cold-map: also a model folder without the prepared files, interleaved")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--study", type=Path, help=argparse.SUPPRESS)
@@ -205,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown variants; choose from {', '.join(VARIANTS)}")
     model_dir = ensure_model(args.model or DEFAULT_MODEL)
     started = time.perf_counter()
+    if args.cold_map:
+        return _main_cold_map(model_dir, args.unprepared, args.cold_runs, args.out, started)
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
         from app.sample_studies import build_sample_studies
 
@@ -226,6 +326,40 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+
+def _main_cold_map(model_dir: Path, unprepared: Path | None, runs: int, out: Path, started: float) -> int:
+    """`--cold-map`: the cold MAP runs, as JSON on stdout and in `out`."""
+    with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
+        from app.sample_studies import build_sample_studies
+
+        samples = {s.name: s.path for s in build_sample_studies(Path(tmp) / "samples")}
+        study = Path(tmp) / "study"
+        shutil.copytree(samples["burn-photograph"], study)
+        folders = {}
+        for label, folder in (("prepared", model_dir), ("unprepared", unprepared)):
+            if folder is None:
+                continue
+            models = Path(tmp) / f"models-{label}"
+            models.mkdir()
+            (models / folder.name).symlink_to(folder.resolve(), target_is_directory=True)
+            folders[label] = models
+        report = measure_cold_map(study, folders, runs)
+    result = {
+        "benchmark": "e2e-cold-map",
+        "study": "one VL photograph (sample burn photograph)",
+        "model": "BiomedCLIP architecture, full size, random weights (untrained)",
+        "backend_setting": "auto",
+        "work_folder": "new and empty per run, deleted after it (no persistent work folder)",
+        "machine": {"python": platform.python_version(), **_cpu_description()},
+        "cold_map_auto": report,
+        "wall_s": round(time.perf_counter() - started, 1),
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(result, indent=2))
     return 0
 
