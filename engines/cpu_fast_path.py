@@ -66,6 +66,12 @@ OV_INT8_PATH = "openvino-int8"
 MIN_SPEEDUP = 1.2
 """A path must be at least this much faster than float32 in the gate's timing to be worth its reduced
 precision; the margin also keeps the choice stable against timing noise on busy hosts."""
+TORCH_PATH_MIN_ADVANTAGE = 1.5
+"""A PyTorch path is chosen over the fastest qualifying ONNX Runtime/OpenVINO path only when it is at least
+this much faster in the gate's timing. It has to import torch and load the float32 PyTorch model, which
+the others never do: on a cold MAP run of the full-size model (2-core AMX Xeon, README's speed section)
+that cost 7–9 s and a 2.4 GB peak RSS against about 1 s and 0.5 GB for the OpenVINO INT8 graph, so a
+throughput edge within timing noise (the gate times a few batches, on busy hosts too) must not buy it."""
 
 
 def _open_int8(model: ModelDirectory, work_dir: Path, probes: ProbeSource | None) -> InferenceBackend:
@@ -264,6 +270,26 @@ def gated_result(
     return result, candidate
 
 
+def preferred_result(qualified: list[GateResult]) -> tuple[GateResult, str]:
+    """The path to open among those that passed: the fastest, unless it is a PyTorch path not clearly faster than the rest.
+
+    Returns the result and a phrase for the log line ('' when the fastest was taken).
+    """
+    fastest = max(qualified, key=lambda r: r.images_per_s)
+    if PATHS_BY_NAME[fastest.path].runtime_package != "torch":
+        return fastest, ""
+    lighter = [r for r in qualified if PATHS_BY_NAME[r.path].runtime_package != "torch"]
+    if not lighter:
+        return fastest, ""
+    best_lighter = max(lighter, key=lambda r: r.images_per_s)
+    if fastest.images_per_s >= TORCH_PATH_MIN_ADVANTAGE * best_lighter.images_per_s:
+        return fastest, ""
+    return best_lighter, (
+        f"; preferred to {fastest.path} ({fastest.images_per_s:.2f} images/s), which needs torch and the float32 "
+        f"PyTorch model and is less than {TORCH_PATH_MIN_ADVANTAGE}× faster"
+    )
+
+
 def _say_whether_shipped_records_apply(records: GateRecords, features: CpuFeatures) -> None:
     """One log line when the model folder ships gate records, but none for this CPU's kind: its paths are gated now.
 
@@ -350,7 +376,7 @@ def open_fastest_cpu_backend(
             qualified.append(result)
     chosen: InferenceBackend | None = None
     if qualified:
-        best = max(qualified, key=lambda r: r.images_per_s)
+        best, preference = preferred_result(qualified)
         try:
             chosen = opened.pop(best.path, None) or PATHS_BY_NAME[best.path].opener(model, work_dir, probes)
         except BackendUnavailable as exc:
@@ -360,7 +386,9 @@ def open_fastest_cpu_backend(
             others = "; ".join(
                 [f"{r.path} {r.images_per_s:.2f} images/s" for r in qualified if r is not best] + not_used
             )
-            log.info("fast CPU path %s: %s%s", best.path, best.summary(), f" (not chosen: {others})" if others else "")
+            log.info(
+                "fast CPU path %s: %s%s%s", best.path, best.summary(), preference, f" (not chosen: {others})" if others else ""
+            )
     for backend in opened.values():
         backend.close()
     if chosen is not None:

@@ -127,3 +127,19 @@ def test_records_of_another_cpu_kind_are_said_in_one_line_and_gated_now(staged_m
     lines = [r.getMessage() for r in caplog.records if "parity gate records are for other CPU kinds" in r.getMessage()]
     assert len(lines) == 1 and OTHER_CPU.kernel_signature() in lines[0]
     assert any("checking the" in r.getMessage() for r in caplog.records), "the paths were not gated on the other CPU"
+
+
+def test_a_pytorch_path_is_preferred_only_when_clearly_faster(staged_model) -> None:
+    import dataclasses
+
+    from engines.cpu_fast_path import TORCH_PATH_MIN_ADVANTAGE, preferred_result
+    from engines.parity_gate import GateResult
+
+    record = GateResult(**json.loads(next((staged_model / "onnx" / SHIPPED_GATES_SUBDIR).glob("*.json")).read_text()))
+    openvino = dataclasses.replace(record, path="openvino-int8", images_per_s=20.0)
+    torch_path = dataclasses.replace(record, path="pytorch-bf16", images_per_s=20.0 * TORCH_PATH_MIN_ADVANTAGE * 0.9)
+    chosen, why = preferred_result([openvino, torch_path])
+    assert chosen is openvino and "needs torch" in why
+    clearly = dataclasses.replace(torch_path, images_per_s=20.0 * TORCH_PATH_MIN_ADVANTAGE)
+    assert preferred_result([openvino, clearly]) == (clearly, "")
+    assert preferred_result([torch_path]) == (torch_path, "")
