@@ -174,7 +174,36 @@ def prepare_model_folder(model, work_dir: Path, *, calibration=None) -> dict:
         summary["onnx_parity"] = {"image_min_cosine": parity.image_min_cosine, "text_min_cosine": parity.text_min_cosine}
     summary.update(ship_int8_graph(model, work_dir, probes=probes, calibration=calibration))
     summary["text_embeddings"] = ship_text_embeddings(model, work_dir)
+    summary["compiled"] = ship_compiled_graph(model, probes)
     return summary
+
+
+def ship_compiled_graph(model, probes) -> str | None:
+    """Open what `auto` chooses on this CPU (from the records just shipped) and, if OpenVINO, ship its compiled blob.
+
+    Returns the shipped folder, or None when `auto` chooses no OpenVINO path here. The blob goes to
+    `onnx/openvino-cache/<cpu kind>/<precision>/`; a run seeds its empty model cache from it.
+    """
+    import shutil
+    import tempfile
+
+    from engines.cpu_fast_path import open_fastest_cpu_backend
+    from engines.cpu_features import read_cpu_features
+    from engines.openvino_backend import OpenVinoBackend, shipped_cache_dir
+
+    with tempfile.TemporaryDirectory(prefix="compile-") as scratch:
+        backend = open_fastest_cpu_backend(model, Path(scratch), probes=probes)
+        try:
+            if not isinstance(backend, OpenVinoBackend):
+                return None
+            destination = shipped_cache_dir(model, backend.precision, read_cpu_features().kernel_signature())
+            if destination.exists():
+                shutil.rmtree(destination)
+            shutil.copytree(backend.cache_dir, destination)
+        finally:
+            backend.close()
+    log.info("shipped OpenVINO's compiled %s graph for this CPU kind in %s", backend.precision, destination)
+    return str(destination)
 
 
 def ship_text_embeddings(model, work_dir: Path) -> dict:
