@@ -72,7 +72,7 @@ def seed_model_cache(cache_dir: Path, shipped: Path) -> bool:
     own version and compiles afresh when it does not match, so a stale blob costs time, not
     correctness; the blob is looked up by this CPU's kind so it is normally right.
     """
-    if not shipped.is_dir() or any(cache_dir.iterdir()):
+    if not shipped.is_dir() or (cache_dir.is_dir() and any(cache_dir.iterdir())):
         return False
     blobs = [p for p in shipped.iterdir() if p.is_file()]
     for blob in blobs:

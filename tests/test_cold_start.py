@@ -143,3 +143,16 @@ def test_a_pytorch_path_is_preferred_only_when_clearly_faster(staged_model) -> N
     clearly = dataclasses.replace(torch_path, images_per_s=20.0 * TORCH_PATH_MIN_ADVANTAGE)
     assert preferred_result([openvino, clearly]) == (clearly, "")
     assert preferred_result([torch_path]) == (torch_path, "")
+
+
+def test_an_empty_openvino_model_cache_is_seeded_from_the_shipped_blob_and_a_filled_one_left_alone(tmp_path) -> None:
+    from engines.openvino_backend import seed_model_cache
+
+    shipped, cache = tmp_path / "shipped", tmp_path / "cache"
+    shipped.mkdir()
+    cache.mkdir()
+    (shipped / "123.blob").write_bytes(b"compiled")
+    assert seed_model_cache(cache, shipped) and (cache / "123.blob").read_bytes() == b"compiled"
+    (cache / "123.blob").write_bytes(b"newer")
+    assert not seed_model_cache(cache, shipped) and (cache / "123.blob").read_bytes() == b"newer"
+    assert not seed_model_cache(tmp_path / "other", tmp_path / "absent")
