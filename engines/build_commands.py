@@ -9,9 +9,10 @@ calls these functions, which never read the environment.
   valid in the cache) the image engine in the given precision and the float32 text engine, with a
   progress display, into `<work dir>/tensorrt/<weights sha256>/`, then loads them and runs the
   parity gate. A cached INT8 engine calibrated on other images is rebuilt.
-- `ship_int8_graph` makes the INT8 image graph for ONNX Runtime on CPU and ships it inside the
-  model folder (`onnx/int8/`), with the parity gate's result for this CPU (`onnx/gates/`), so MAP
-  runs with an empty work folder neither quantise nor re-check.
+- `ship_int8_graph` makes the CPU INT8 image graphs (ONNX Runtime, `onnx/int8/`; OpenVINO,
+  `onnx/openvino-int8/`) inside the model folder and ships the parity gate's result of every fast
+  CPU path this CPU offers (`onnx/gates/`), so MAP runs with an empty work folder on a CPU of this
+  kind neither quantise nor gate.
 - `export_checked_onnx` writes the ONNX export into the model folder and checks it against
   PyTorch; a wrong export is removed, never shipped.
 """
