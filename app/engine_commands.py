@@ -33,8 +33,14 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from app.settings import ENV_MODELS, default_work_dir
+
+if TYPE_CHECKING:
+    from engines.calibration import CalibrationSet
+    from engines.parity_gate import ProbeSource
+    from models.directory import ModelDirectory
 
 log = logging.getLogger("engines.commands")
 
@@ -157,7 +163,7 @@ def _quantize(args: argparse.Namespace) -> dict:
     return prepare_model_folder(model, work_dir, calibration=calibration)
 
 
-def prepare_model_folder(model, work_dir: Path, *, calibration=None) -> dict:
+def prepare_model_folder(model: ModelDirectory, work_dir: Path, *, calibration: CalibrationSet | None = None) -> dict:
     """Ship in `model`'s folder all a CPU run needs: the checked ONNX export, both INT8 graphs, this CPU's gate records.
 
     What `quantize` and the MAP staging (deploy/stage_map.py) do, so a MAP run with an empty work
@@ -178,7 +184,7 @@ def prepare_model_folder(model, work_dir: Path, *, calibration=None) -> dict:
     return summary
 
 
-def ship_compiled_graph(model, probes) -> str | None:
+def ship_compiled_graph(model: ModelDirectory, probes: ProbeSource) -> str | None:
     """Open what `auto` chooses on this CPU (from the records just shipped) and, if OpenVINO, ship its compiled blob.
 
     Returns the shipped folder, or None when `auto` chooses no OpenVINO path here. The blob goes to
@@ -206,7 +212,7 @@ def ship_compiled_graph(model, probes) -> str | None:
     return str(destination)
 
 
-def ship_text_embeddings(model, work_dir: Path) -> dict:
+def ship_text_embeddings(model: ModelDirectory, work_dir: Path) -> dict:
     """The class embeddings of the bundled tasks and the burn depth task (ONNX Runtime float32 text tower) in `onnx/text-embeddings/`.
 
     The text embedding cache is keyed by the weights and the prompts, so a site task file or burn
