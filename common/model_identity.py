@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from common.site_validation import ModelValidation
+
 
 @dataclass(frozen=True)
 class ModelIdentity:
@@ -14,7 +16,13 @@ class ModelIdentity:
     sha256: str
     status: str
     source: str = ""
+    validation: ModelValidation | None = None
+    """The site validation behind status `validated` (None for other statuses)."""
 
     @property
     def untrained(self) -> bool:
         return self.status == "untrained"
+
+    @property
+    def research(self) -> bool:
+        return self.status == "research"
