@@ -324,13 +324,22 @@ def _validation_line(index: int, series: SeriesAnalysis, analysis: StudyAnalysis
             f"{series.task.name}: {figures}.")
 
 
+def _adapter_parameters(analysis: StudyAnalysis, series: SeriesAnalysis) -> tuple[str, ...]:
+    """The site adapter whose linear probe gave this series' probabilities (none: zero-shot prompts)."""
+    adapter = analysis.model.adapter
+    if adapter is None or series.task.name not in adapter.tasks:
+        return ()
+    return (f"site adapter {adapter.name} {adapter.version} sha256 {adapter.sha256}: linear probe on the frozen image "
+            f"embeddings, fitted {adapter.created} on training set sha256 {adapter.training_set_sha256}",)
+
+
 def _algorithm_parameters(analysis: StudyAnalysis, series: SeriesAnalysis, points: dict[str, OperatingPoint]) -> tuple[str, ...]:
     return (
         f"weights sha256 {analysis.model.sha256}",
         f"inference backend {analysis.backend}",
         f"zero-shot task {series.task.name}",
         f"model status {analysis.model.status}",
-    ) + _validation_parameters(analysis, series) + tuple(
+    ) + _adapter_parameters(analysis, series) + _validation_parameters(analysis, series) + tuple(
         f"operating point {label.name}: threshold {stored_percent(point.threshold):.2f} %, {point.method}, "
         f"indeterminate within {stored_percent(point.band):.2f} % of it or below a top-1 margin of "
         f"{stored_percent(point.min_top1_margin):.2f} %"
