@@ -158,6 +158,19 @@ def adapt_from_args(args: argparse.Namespace) -> int:
     return adapt(settings, Path(args.labels), Path(args.output), name=args.name, version=args.adapter_version, c=args.c)
 
 
+def add_drift_arguments(parser: argparse.ArgumentParser) -> None:
+    """`drift`: recent audit records against the validation report, one line verdict."""
+    from app.validation.drift import INDETERMINATE_INCREASE, PSI_LIMIT
+
+    parser.add_argument("--report", required=True, help="report.json written by 'biomedclip-map validate' for the model in use")
+    parser.add_argument("--audit-log", required=True, help="the MAP's or node's audit log (JSON lines)")
+    parser.add_argument("--operating-points", help="the site's operating points file: also compare the share of indeterminate results")
+    parser.add_argument("--last", type=int, default=500, help="compare the last N analysed studies of these weights (default: 500)")
+    parser.add_argument("--psi-limit", type=float, default=PSI_LIMIT, help=f"population stability index that counts as moved (default: {PSI_LIMIT})")
+    parser.add_argument("--indeterminate-increase", type=float, default=INDETERMINATE_INCREASE, help=f"growth of the indeterminate share that counts as moved (default: {INDETERMINATE_INCREASE})")
+    parser.add_argument("-l", "--log-level", default="WARNING", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging level (default: WARNING)")
+
+
 def add_operating_points_arguments(parser: argparse.ArgumentParser) -> None:
     """`operating-points`: a validation report in, the site's thresholds out."""
     parser.add_argument("--report", required=True, help="report.json written by 'biomedclip-map validate'")
@@ -257,6 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_validate_arguments(commands.add_parser("validate", help="measure the analysis on labelled studies of this site: a validation report, no DICOM written"))
     add_operating_points_arguments(commands.add_parser("operating-points", help="choose a threshold per label from a validation report and write the site operating points file"))
     add_adapt_arguments(commands.add_parser("adapt", help="fit a site adapter (linear probe per task on the frozen image embeddings) on labelled studies"))
+    add_drift_arguments(commands.add_parser("drift", help="say in one line whether the model's behaviour moved since its validation (audit log against the validation report)"))
     args = parser.parse_args(argv)
     if args.command == "serve":
         from app.node.command import serve_main
@@ -271,6 +285,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return operating_points_from_args(args)
     if args.command == "adapt":
         return adapt_from_args(args)
+    if args.command == "drift":
+        from app.validation.drift import drift
+
+        if args.last < 1:
+            logger.error("cannot start: --last %d: give at least 1", args.last)
+            return EXIT_CANNOT_START
+        return drift(Path(args.report), Path(args.audit_log), last=args.last, psi_limit=args.psi_limit,
+                     indeterminate_increase=args.indeterminate_increase,
+                     operating_points=Path(args.operating_points) if args.operating_points else None)
     from app.demo import run_demo
 
     return run_demo(Path(args.output), Path(args.models), backend=args.backend)

@@ -8,8 +8,8 @@ ones. Every figure checked is recomputed here with scikit-learn.
 
 The images are drawn with the nuisance variation (position, size, texture, exposure) scaled to
 0.1 of the validation tests' level (`NUISANCE`): at the full level, the random tiny tower's
-embedding keeps too little of the effusion for a linear probe (held-out AUROC about 0.6 to 0.7,
-even with 400 training cases). At this level, though, the two kinds of image differ so much in
+embedding keeps too little of the effusion for a linear probe (held-out AUROC about 0.6 to 0.8,
+fitted on 20 to 400 cases). At this level, though, the two kinds of image differ so much in
 the embedding that even the random prompts' scores follow them by accident (zero-shot AUROC
 about 0.8 to 0.9 on 100 held-out studies), so zero-shot is near chance only on the validation
 tests' set (`tests/test_validation.py`); here the probe must reach 0.9 and beat zero-shot.

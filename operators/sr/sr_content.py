@@ -78,6 +78,7 @@ from pydicom.sr.codedict import codes
 from common.codes import Code
 from common.operating_points import Decision, OperatingPoint, SiteOperatingPoints
 from common.site_validation import TaskValidation
+from operators.messages import TaskSummary
 from common.product import SR_SERIES_DESCRIPTION, SR_SERIES_DESCRIPTION_UNTRAINED
 from operators.sr import coding
 from operators.dicom_input.dicom_read import read_dataset
@@ -358,6 +359,21 @@ def _decisions(series: SeriesAnalysis, probabilities: np.ndarray, points: dict[s
         (label.name, point.decide(float(p), margin), float(p), point)
         for label, p in zip(series.task.labels, probabilities) if (point := points.get(label.name)) is not None
     ]
+
+
+def task_summaries(analysis: StudyAnalysis, site: SiteOperatingPoints | None) -> list[TaskSummary]:
+    """Per series, the task, top label, probabilities and decisions, as the audit trail records them."""
+    summaries = []
+    for series in analysis.series:
+        probabilities = np.clip(np.asarray(series.probabilities, float), 0, 1)
+        points = site.for_task(series.task.name) if site is not None else {}
+        summaries.append(TaskSummary(
+            task=series.task.name,
+            label=series.task.labels[int(np.argmax(probabilities))].name,
+            probabilities={label.name: round(float(p), 6) for label, p in zip(series.task.labels, probabilities)},
+            decisions={name: decision.value for name, decision, _, _ in _decisions(series, probabilities, points)},
+        ))
+    return summaries
 
 
 def _operating_points_line(index: int, series: SeriesAnalysis, points: dict[str, OperatingPoint], site: SiteOperatingPoints) -> str:
