@@ -16,6 +16,7 @@ from common.zero_shot_tasks import TaskCatalogue, load_tasks
 from engines.selection import open_backend
 from engines.text_cache import TextEmbeddingCache
 from engines.tokenizer import TextTokenizer
+from models.adapter import check_adapter
 from models.directory import open_model_dir
 from operators.inference.zero_shot_analyzer import ZeroShotAnalyzer
 
@@ -44,6 +45,11 @@ def open_analyzer(settings: RunSettings, tasks: TaskCatalogue | None = None) -> 
         "model %s %s (sha256 %s…, status %s) on backend %s",
         identity.name, identity.version, identity.sha256[:12], identity.status, backend.name,
     )
+    adapter = None
+    if settings.adapter is not None:
+        adapter = check_adapter(settings.adapter, model.sha256, {t.name: t.prompt_set_sha256 for t in tasks.tasks.values()})
+        logger.info("site adapter %s %s (sha256 %s…): linear probes replace zero-shot for task(s) %s",
+                    adapter.identity.name, adapter.identity.version, adapter.identity.sha256[:12], ", ".join(sorted(adapter.probes)))
     return ZeroShotAnalyzer(
         model,
         backend,
@@ -51,4 +57,5 @@ def open_analyzer(settings: RunSettings, tasks: TaskCatalogue | None = None) -> 
         tasks,
         TextEmbeddingCache.in_work_dir(settings.work_dir, model.shipped_onnx_dir),
         settings.batch_size,
+        adapter,
     )

@@ -46,6 +46,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--deid-include-inputs", dest="deid_include_inputs", action="store_true", help="with --deid-export: also export de-identified copies of the analysed input instances (also BIOMEDCLIP_MAP_DEID_INCLUDE_INPUTS=1)")
     parser.add_argument("--clinical-context", dest="clinical_context", action="store_true", help="add one scrubbed clinical-context line from the study's free text (descriptions, history, reason for the request) to the SR; off by default, so no source free text goes into any output (also BIOMEDCLIP_MAP_CLINICAL_CONTEXT=1)")
     parser.add_argument("--operating-points", dest="operating_points", help="the site's operating points file ('biomedclip-map operating-points'): findings are reported present / absent / indeterminate; refused unless made for this model and these prompts (also BIOMEDCLIP_MAP_OPERATING_POINTS)")
+    parser.add_argument("--adapter", help="the site adapter folder ('biomedclip-map adapt'): its linear probes replace zero-shot for its tasks; refused unless fitted on this model and these prompts (also BIOMEDCLIP_MAP_ADAPTER)")
     parser.add_argument("-l", "--log-level", default="INFO", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging level (default: INFO)")
 
 
@@ -68,6 +69,7 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
         deid_include_inputs=args.deid_include_inputs,
         clinical_context=args.clinical_context,
         operating_points=args.operating_points,
+        adapter=args.adapter,
     )
 
 
@@ -96,6 +98,7 @@ def add_validate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tasks", help="zero-shot task YAML; default: the bundled tasks (use the site's MAP configuration)")
     parser.add_argument("--bootstrap", type=int, default=DEFAULT_BOOTSTRAP, help=f"bootstrap resamples of the AUROC interval (default: {DEFAULT_BOOTSTRAP})")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"seed of the bootstrap (default: {DEFAULT_SEED})")
+    parser.add_argument("--adapter", help="validate with this site adapter ('biomedclip-map adapt'); use studies it was not fitted on")
     parser.add_argument("-l", "--log-level", default="INFO", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging level (default: INFO)")
 
 
@@ -111,12 +114,61 @@ def validate_from_args(args: argparse.Namespace) -> int:
         settings = resolve_run_settings(
             input_path=args.input, output_path=args.output, models_path=args.models, work_dir=args.workdir,
             allow_untrained=args.allow_untrained, backend=args.backend, selection_rules=args.rules, tasks=args.tasks,
+            adapter=args.adapter,
         )
     except SettingsError as exc:
         logger.error("cannot start: %s", exc)
         return EXIT_CANNOT_START
     metrics = MetricSettings(bootstrap=args.bootstrap, seed=args.seed)
     return validate(settings, Path(args.labels), Path(args.output), metrics).exit_code
+
+
+def add_adapt_arguments(parser: argparse.ArgumentParser) -> None:
+    """`adapt`: labelled studies in, a site adapter (linear probes on the frozen embeddings) out."""
+    parser.add_argument("-i", "--input", required=True, help="folder of the labelled DICOM studies to fit on (keep others apart to validate)")
+    parser.add_argument("--labels", required=True, help="labels CSV, the same format as for validate")
+    parser.add_argument("-o", "--output", required=True, help="folder for the adapter (adapter.json)")
+    parser.add_argument("-m", "--model", dest="models", help="folder holding the model directory 'biomedclip/' (default: $HOLOSCAN_MODEL_PATH, else ./models)")
+    parser.add_argument("-w", "--workdir", help="work folder for caches (the embeddings are cached there) and the salt (default: $HOLOSCAN_WORKDIR)")
+    parser.add_argument("--allow-untrained", action="store_true", help="accept a model whose status is 'untrained'")
+    parser.add_argument("--backend", choices=BACKEND_CHOICES, help="force an inference backend (default: auto)")
+    parser.add_argument("--rules", help="selection rules JSON; default: the bundled rules (use the site's MAP configuration)")
+    parser.add_argument("--tasks", help="zero-shot task YAML; default: the bundled tasks (use the site's MAP configuration)")
+    parser.add_argument("--name", default="site-adapter", help="the adapter's name (default: site-adapter)")
+    parser.add_argument("--version", dest="adapter_version", default="1", help="the adapter's version (default: 1)")
+    parser.add_argument("--c", type=float, default=1.0, help="inverse regularisation strength of the logistic regression (default: 1.0)")
+    parser.add_argument("-l", "--log-level", default="INFO", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging level (default: INFO)")
+
+
+def adapt_from_args(args: argparse.Namespace) -> int:
+    """Resolve the settings and fit the adapter; the exit code (see `app.validation.adaptation`)."""
+    from app.validation.adaptation import adapt
+
+    if args.c <= 0:
+        logger.error("cannot start: --c %s: give a positive number", args.c)
+        return EXIT_CANNOT_START
+    try:
+        settings = resolve_run_settings(
+            input_path=args.input, output_path=args.output, models_path=args.models, work_dir=args.workdir,
+            allow_untrained=args.allow_untrained, backend=args.backend, selection_rules=args.rules, tasks=args.tasks,
+        )
+    except SettingsError as exc:
+        logger.error("cannot start: %s", exc)
+        return EXIT_CANNOT_START
+    return adapt(settings, Path(args.labels), Path(args.output), name=args.name, version=args.adapter_version, c=args.c)
+
+
+def add_drift_arguments(parser: argparse.ArgumentParser) -> None:
+    """`drift`: recent audit records against the validation report, one line verdict."""
+    from app.validation.drift import INDETERMINATE_INCREASE, PSI_LIMIT
+
+    parser.add_argument("--report", required=True, help="report.json written by 'biomedclip-map validate' for the model in use")
+    parser.add_argument("--audit-log", required=True, help="the MAP's or node's audit log (JSON lines)")
+    parser.add_argument("--operating-points", help="the site's operating points file: also compare the share of indeterminate results")
+    parser.add_argument("--last", type=int, default=500, help="compare the last N analysed studies of these weights (default: 500)")
+    parser.add_argument("--psi-limit", type=float, default=PSI_LIMIT, help=f"population stability index that counts as moved (default: {PSI_LIMIT})")
+    parser.add_argument("--indeterminate-increase", type=float, default=INDETERMINATE_INCREASE, help=f"growth of the indeterminate share that counts as moved (default: {INDETERMINATE_INCREASE})")
+    parser.add_argument("-l", "--log-level", default="WARNING", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging level (default: WARNING)")
 
 
 def add_operating_points_arguments(parser: argparse.ArgumentParser) -> None:
@@ -217,6 +269,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_serve_arguments(commands.add_parser("serve", help="run as a DICOM node: receive studies from PACS, analyse each, send the results back"))
     add_validate_arguments(commands.add_parser("validate", help="measure the analysis on labelled studies of this site: a validation report, no DICOM written"))
     add_operating_points_arguments(commands.add_parser("operating-points", help="choose a threshold per label from a validation report and write the site operating points file"))
+    add_adapt_arguments(commands.add_parser("adapt", help="fit a site adapter (linear probe per task on the frozen image embeddings) on labelled studies"))
+    add_drift_arguments(commands.add_parser("drift", help="say in one line whether the model's behaviour moved since its validation (audit log against the validation report)"))
     args = parser.parse_args(argv)
     if args.command == "serve":
         from app.node.command import serve_main
@@ -229,6 +283,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return validate_from_args(args)
     if args.command == "operating-points":
         return operating_points_from_args(args)
+    if args.command == "adapt":
+        return adapt_from_args(args)
+    if args.command == "drift":
+        from app.validation.drift import drift
+
+        if args.last < 1:
+            logger.error("cannot start: --last %d: give at least 1", args.last)
+            return EXIT_CANNOT_START
+        return drift(Path(args.report), Path(args.audit_log), last=args.last, psi_limit=args.psi_limit,
+                     indeterminate_increase=args.indeterminate_increase,
+                     operating_points=Path(args.operating_points) if args.operating_points else None)
     from app.demo import run_demo
 
     return run_demo(Path(args.output), Path(args.models), backend=args.backend)

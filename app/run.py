@@ -128,7 +128,7 @@ def run(
 
     from app.application import BiomedCLIPMapApp
 
-    model, backend = analyzer.model.identity, analyzer.backend.name
+    model, backend = analyzer.identity, analyzer.backend.name
     results = RunResults()
     app = BiomedCLIPMapApp(settings, analyzer, configuration, results, progress, operating_points)
     try:

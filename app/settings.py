@@ -45,6 +45,7 @@ ENV_TRITON_NETLOC = "TRITON_SERVER_NETLOC"
 ENV_TRITON_FALLBACK = "BIOMEDCLIP_MAP_TRITON_FALLBACK"
 ENV_TRITON_TIMEOUT = "BIOMEDCLIP_MAP_TRITON_TIMEOUT_S"
 ENV_TENSORRT_PRECISION = "BIOMEDCLIP_MAP_TENSORRT_PRECISION"
+ENV_ADAPTER = "BIOMEDCLIP_MAP_ADAPTER"
 ENV_OPERATING_POINTS = "BIOMEDCLIP_MAP_OPERATING_POINTS"
 TRITON_FALLBACK_CHOICES = ("none", "local")
 TRUTHY_VALUES = frozenset({"1", "true", "yes", "on"})
@@ -93,6 +94,8 @@ class RunSettings:
     operating_points: Path | None = None
     """The site's operating points file (`biomedclip-map operating-points`); None: probabilities only,
     and the SR says that no site-validated threshold exists."""
+    adapter: Path | None = None
+    """The site adapter folder (`biomedclip-map adapt`); None: zero-shot only."""
     write_reports: bool = True
     """False for site validation: the same graph runs, but its sink collects each study's analysis
     (`RunReport.analyses`) instead of writing the SR, captures and JSON results."""
@@ -203,6 +206,7 @@ def resolve_run_settings(
     triton_fallback: str | None = None,
     clinical_context: bool = False,
     operating_points: str | os.PathLike | None = None,
+    adapter: str | os.PathLike | None = None,
 ) -> RunSettings:
     """Resolve flags, then environment, then defaults; check each path is usable for its role.
 
@@ -263,4 +267,5 @@ def resolve_run_settings(
         tensorrt_precision=engines.tensorrt_precision,
         clinical_context=clinical_context or truthy(os.environ.get(ENV_CLINICAL_CONTEXT)),
         operating_points=Path(points) if (points := operating_points or os.environ.get(ENV_OPERATING_POINTS)) else None,
+        adapter=Path(folder) if (folder := adapter or os.environ.get(ENV_ADAPTER)) else None,
     )

@@ -62,7 +62,8 @@ class ModelDirectory:
         """What the report records about the model."""
         m = self.manifest
         return ModelIdentity(
-            name=m.name, version=m.version, sha256=m.weights_sha256, status=m.status, source=m.source
+            name=m.name, version=m.version, sha256=m.weights_sha256, status=m.status, source=m.source,
+            validation=m.validation_record(self.path / "manifest.json") if m.status == "validated" else None,
         )
 
     @property

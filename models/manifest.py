@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from common.atomic_files import Durability, write_json_atomically
+from common.site_validation import ModelValidation, PromotionRefused, validation_from_dict
 from models.errors import ManifestError
 
 MANIFEST_FILE = "manifest.json"
@@ -44,11 +45,22 @@ class ModelManifest:
     architecture: str = ""
     notes: str = ""
     upstream: dict[str, str] = field(default_factory=dict)
+    validation: dict = field(default_factory=dict)
+    """For status `validated`: the promotion record (`common.site_validation.ModelValidation.as_dict`)."""
     format: int = MANIFEST_FORMAT
 
     @property
     def untrained(self) -> bool:
         return self.status == "untrained"
+
+    def validation_record(self, where: Path | str = MANIFEST_FILE) -> ModelValidation | None:
+        """The promotion record, or None when the model was never promoted."""
+        if not self.validation:
+            return None
+        try:
+            return validation_from_dict(self.validation, where)
+        except PromotionRefused as exc:
+            raise ManifestError(str(exc)) from None
 
 
 def utc_timestamp() -> str:
@@ -80,6 +92,9 @@ def validate_manifest(manifest: ModelManifest, where: Path | str) -> None:
         isinstance(k, str) and isinstance(v, str) for k, v in manifest.upstream.items()
     ):
         raise ManifestError(f"{where}: field 'upstream' must be a mapping of strings to strings")
+    if not isinstance(manifest.validation, dict):
+        raise ManifestError(f"{where}: field 'validation' must be a mapping")
+    manifest.validation_record(where)
     if manifest.format != MANIFEST_FORMAT:
         raise ManifestError(
             f"{where}: manifest format {manifest.format!r} is not supported (this product reads format "

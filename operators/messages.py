@@ -146,6 +146,18 @@ class FindingSummary:
     text: str
 
 
+@dataclass(frozen=True)
+class TaskSummary:
+    """One analysed series' result for the audit trail and drift monitoring: no identifiers, labels and numbers only."""
+
+    task: str
+    label: str
+    """The most probable label."""
+    probabilities: dict[str, float]
+    decisions: dict[str, str] = field(default_factory=dict)
+    """Per label with a site operating point: present, absent or indeterminate."""
+
+
 @dataclass
 class StudyOutcome:
     """How one study of the run ended; the run's exit code is 1 if any study FAILED or was REFUSED.
@@ -165,6 +177,8 @@ class StudyOutcome:
     #: for the audit trail (counts only, never values).
     timings: dict[str, float] = field(default_factory=dict)
     redactions: dict[str, int] = field(default_factory=dict)
+    #: Per analysed series, its task's label and probabilities (and decisions), for the audit trail.
+    tasks: list[TaskSummary] = field(default_factory=list)
 
     def files(self, kind: OutputKind) -> list[Path]:
         """The paths of the outputs of one kind."""

@@ -30,7 +30,7 @@ from operators.outputs.output_identity import report_identity
 from common.operating_points import SiteOperatingPoints
 from common.product import MANUFACTURER, MODEL_NAME, SOFTWARE_VERSION
 from operators.outputs.result_json import write_result_json
-from operators.sr.sr_content import DeviceIdentity, build_report, report_findings
+from operators.sr.sr_content import DeviceIdentity, build_report, report_findings, task_summaries
 from operators.study_batch import advance
 from operators.captures.study_captures import build_study_captures, write_study_captures
 from operators.segmentations.segmentation import build_study_segmentations, write_study_segmentations
@@ -94,6 +94,7 @@ def write_study_report(
     return StudyOutcome(
         study_ref=ref, status=OutcomeStatus.REPORTED, outputs=outputs, findings=findings,
         analysed_inputs=analysed_input_files(analysis), timings=analysis.study.timings, redactions=dict(analysis.redactions),
+        tasks=task_summaries(analysis, operating_points),
     )
 
 

@@ -45,31 +45,34 @@ def smooth_field(rng: np.random.Generator, cells: int = 6) -> np.ndarray:
     return np.array([np.interp(positions, np.arange(cells), column) for column in rows.T]).T
 
 
-def radiograph(effusion: bool, rng: np.random.Generator) -> np.ndarray:
+def radiograph(effusion: bool, rng: np.random.Generator, nuisance: float = 1.0) -> np.ndarray:
     """A 12-bit chest-radiograph-like image; with `effusion`, fluid fills the base of one lung.
 
     Everything else varies at random and survives windowing: the position and size of body and
-    lungs, a strong low-frequency texture and a tilt of the exposure across the image.
+    lungs, a strong low-frequency texture and a tilt of the exposure across the image. `nuisance`
+    scales all of that variation (1: the default; lower: the effusion stands out more). The random
+    draws are the same whatever `nuisance` is.
     """
+    k = nuisance
     y, x = np.mgrid[0:SIZE, 0:SIZE] / SIZE
-    cx, cy = 0.5 + rng.uniform(-0.08, 0.08), 0.55 + rng.uniform(-0.06, 0.06)
-    body = ((x - cx) / rng.uniform(0.38, 0.48)) ** 2 + ((y - cy) / rng.uniform(0.4, 0.5)) ** 2 < 1
+    cx, cy = 0.5 + k * rng.uniform(-0.08, 0.08), 0.55 + k * rng.uniform(-0.06, 0.06)
+    body = ((x - cx) / (0.43 + k * (rng.uniform(0.38, 0.48) - 0.43))) ** 2 + ((y - cy) / (0.45 + k * (rng.uniform(0.4, 0.5) - 0.45))) ** 2 < 1
     image = np.where(body, 1800.0, 300.0)
     lungs = []
     for side in (-0.2, 0.2):
-        lung = ((x - cx - side) / rng.uniform(0.11, 0.16)) ** 2 + ((y - cy + 0.05) / rng.uniform(0.25, 0.33)) ** 2 < 1
+        lung = ((x - cx - side) / (0.135 + k * (rng.uniform(0.11, 0.16) - 0.135))) ** 2 + ((y - cy + 0.05) / (0.29 + k * (rng.uniform(0.25, 0.33) - 0.29))) ** 2 < 1
         image[lung] = 700.0
         lungs.append(lung)
     if effusion:
         lung = lungs[int(rng.integers(0, 2))]
         image[lung & (y > cy + rng.uniform(0.0, 0.12))] = 1700.0
-    image += 600 * smooth_field(rng) + 500 * rng.uniform(-1, 1) * (x - 0.5) + 400 * rng.uniform(-1, 1) * (y - 0.5)
-    contrast, offset = rng.uniform(0.8, 1.2), rng.uniform(-150, 150)
+    image += k * (600 * smooth_field(rng) + 500 * rng.uniform(-1, 1) * (x - 0.5) + 400 * rng.uniform(-1, 1) * (y - 0.5))
+    contrast, offset = 1 + k * (rng.uniform(0.8, 1.2) - 1), k * rng.uniform(-150, 150)
     image = image * contrast + offset + rng.normal(0, 60, image.shape)
     return np.clip(image, 0, 4095).astype(np.int16)
 
 
-def write_labelled_studies(folder: Path, count: int = 40, seed: int = 0) -> list[LabelledStudy]:
+def write_labelled_studies(folder: Path, count: int = 40, seed: int = 0, nuisance: float = 1.0) -> list[LabelledStudy]:
     """`count` one-image CR chest studies into `folder`, alternating the two labels."""
     rng = np.random.default_rng(seed)
     studies = []
@@ -80,7 +83,7 @@ def write_labelled_studies(folder: Path, count: int = 40, seed: int = 0) -> list
             patient_id=f"VAL-PID-{index:03d}", label=label, manufacturer=("Acme Imaging", "Borealis Medical")[index // 2 % 2],
             sex=("F", "M")[index // 4 % 2], age=("034Y", "071Y")[index // 8 % 2],
         )
-        pixels = radiograph(label == EFFUSION, rng)
+        pixels = radiograph(label == EFFUSION, rng, nuisance)
         write_image(
             folder / f"study{index:03d}" / "IM0001.dcm", modality="CR", rows=SIZE, columns=SIZE,
             study_uid=study.study_uid, SOPInstanceUID=study.sop_uid, PatientName=study.patient_name,

@@ -44,6 +44,15 @@ class ScoredCase:
     probabilities: np.ndarray
     subgroups: dict[str, str]
     instance_uids: tuple[str, ...]
+    embedding: np.ndarray | None = None
+    """Mean of the case's L2-normalised image embeddings (what `adapt` fits its probes on)."""
+
+
+def mean_embedding(embeddings: Sequence[np.ndarray]) -> np.ndarray:
+    """The mean of L2-normalised image embeddings: one vector per case, on the scale the probes use."""
+    stacked = np.vstack([np.asarray(e, dtype=np.float64) for e in embeddings])
+    stacked /= np.maximum(np.linalg.norm(stacked, axis=1, keepdims=True), 1e-12)
+    return stacked.mean(axis=0)
 
 
 @dataclass(frozen=True)
@@ -115,6 +124,7 @@ def _score_study(case: CaseLabel, analysis: StudyAnalysis, salt: str) -> ScoredC
         probabilities=np.mean([s.probabilities for s in series], axis=0),
         subgroups=subgroups_of(series[0].selection.series.header, case),
         instance_uids=tuple(image.source.sop_instance_uid for s in series for image in s.images),
+        embedding=mean_embedding([image.embedding for s in series for image in s.images]),
     )
 
 
@@ -129,6 +139,7 @@ def _score_instance(case: CaseLabel, analysis: StudyAnalysis, salt: str) -> Scor
                 probabilities=np.mean([image.probabilities for image in images], axis=0),
                 subgroups=subgroups_of(series.selection.series.header, case),
                 instance_uids=(case.uid,),
+                embedding=mean_embedding([image.embedding for image in images]),
             )
     return f"the instance's study was analysed but the instance was not among the images analysed for task {case.task!r}"
 

@@ -131,6 +131,7 @@ def report_document(result: ValidationResult) -> dict[str, Any]:
         "created": result.created,
         "model": {"name": result.model.name, "version": result.model.version, "sha256": result.model.sha256,
                   "status": result.model.status},
+        "adapter": asdict(result.model.adapter) if result.model.adapter is not None else None,
         "backend": result.backend,
         "warnings": [UNTRAINED_WARNING] if result.model.untrained else [],
         "data_set": {
@@ -240,6 +241,16 @@ skin type column of the labels file. Small subgroups give wide intervals.</li>
 </ul>"""
 
 
+def _adapter_cell(model: ModelIdentity) -> str:
+    """The adapter row of the HTML header: which linear probes replaced zero-shot, or none."""
+    adapter = model.adapter
+    if adapter is None:
+        return "none: zero-shot prompts"
+    return (f"{html.escape(adapter.name)} {html.escape(adapter.version)} (linear probes on the frozen image embeddings), "
+            f"SHA-256 <code>{adapter.sha256}</code>, fitted {html.escape(adapter.created)} on training set SHA-256 "
+            f"<code>{adapter.training_set_sha256}</code>")
+
+
 def report_html(result: ValidationResult) -> str:
     """The self-contained HTML report (figures embedded as base64 PNGs)."""
     doc = report_document(result)
@@ -263,6 +274,7 @@ code {{ font-size: 0.85em; }}
 <table>
 <tr><th>model</th><td>{html.escape(result.model.name)} {html.escape(result.model.version)} (status {html.escape(result.model.status)}),
 weights SHA-256 <code>{result.model.sha256}</code>, backend {html.escape(result.backend)}</td></tr>
+<tr><th>site adapter</th><td>{_adapter_cell(result.model)}</td></tr>
 <tr><th>data set</th><td>{data["cases"]} case(s) scored of {data["cases_labelled"]} labelled, {data["instances"]} image(s),
 {data["studies_analysed"]} stud(ies) analysed; labels file SHA-256 <code>{data["labels_file_sha256"]}</code>;
 instance UIDs SHA-256 <code>{data["instance_uids_sha256"]}</code></td></tr>

@@ -6,12 +6,15 @@ prepared studies (and the burn specialist to embed its depth classes).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from common.zero_shot_tasks import TaskCatalogue
 from engines.base import InferenceBackend
 from engines.text_cache import TextEmbeddingCache
 from engines.tokenizer import TextTokenizer
+from models.adapter import SiteAdapter
 from models.directory import ModelDirectory
 from operators.messages import (
     ImageFindings,
@@ -33,6 +36,7 @@ class ZeroShotAnalyzer:
         tasks: TaskCatalogue,
         cache: TextEmbeddingCache,
         batch_size: int = 16,
+        adapter: SiteAdapter | None = None,
     ):
         self.model = model
         self.backend = backend
@@ -40,6 +44,20 @@ class ZeroShotAnalyzer:
         self.tasks = tasks
         self.cache = cache
         self.batch_size = batch_size
+        self.adapter = adapter
+
+    @property
+    def identity(self):
+        """What the reports say about the model, and the site adapter when one is used."""
+        identity = self.model.identity
+        return identity if self.adapter is None else replace(identity, adapter=self.adapter.identity)
+
+    def _probabilities(self, task_name: str, embeddings: np.ndarray, classes: np.ndarray) -> np.ndarray:
+        """The site adapter's probe for the task when there is one, else the zero-shot probabilities."""
+        probe = self.adapter.probes.get(task_name) if self.adapter is not None else None
+        if probe is not None:
+            return probe.probabilities(embeddings)
+        return zero_shot_probabilities(embeddings, classes, self.backend.logit_scale)
 
     def analyse(self, prepared: PreparedStudy) -> StudyAnalysis:
         """Score every image of the study in shared batches, then each series against its task."""
@@ -53,7 +71,7 @@ class ZeroShotAnalyzer:
             classes = class_embeddings(self.backend, self.tokenizer, task, self.cache)
             own = embeddings[start : start + count]
             start += count
-            probabilities = zero_shot_probabilities(own, classes, self.backend.logit_scale)
+            probabilities = self._probabilities(task.name, own, classes)
             analyses.append(
                 SeriesAnalysis(
                     selection=series.selection,
@@ -69,7 +87,7 @@ class ZeroShotAnalyzer:
         return StudyAnalysis(
             study=prepared.study,
             series=analyses,
-            model=self.model.identity,
+            model=self.identity,
             backend=self.backend.name,
             left_out=prepared.left_out,
             notes=tuple(prepared.notes),

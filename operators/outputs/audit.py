@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -60,6 +60,8 @@ class AuditRecord:
     outputs: int
     deidentified: int = 0
     action: str = ACTION_ANALYSE
+    tasks: list[dict] = field(default_factory=list)
+    """Per analysed series: task, top label, label probabilities and decisions (no identifiers)."""
     extra: dict = field(default_factory=dict)
 
 
@@ -83,6 +85,7 @@ def record_for(outcome: StudyOutcome, *, deidentified: int = 0, now: datetime | 
         redactions=dict(outcome.redactions),
         outputs=len(outcome.outputs),
         deidentified=deidentified,
+        tasks=[asdict(summary) for summary in outcome.tasks],
     )
 
 
@@ -107,6 +110,7 @@ def audit_line(record: AuditRecord, context: AuditContext) -> str:
         "redactions": record.redactions,
         "outputs": record.outputs,
         "deidentified": record.deidentified,
+        "tasks": record.tasks,
         **record.extra,
     }
     return json.dumps(document, ensure_ascii=True, sort_keys=False)

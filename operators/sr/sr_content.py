@@ -77,6 +77,8 @@ from pydicom.sr.codedict import codes
 
 from common.codes import Code
 from common.operating_points import Decision, OperatingPoint, SiteOperatingPoints
+from common.site_validation import TaskValidation
+from operators.messages import TaskSummary
 from common.product import SR_SERIES_DESCRIPTION, SR_SERIES_DESCRIPTION_UNTRAINED
 from operators.sr import coding
 from operators.dicom_input.dicom_read import read_dataset
@@ -106,6 +108,12 @@ AI_NOTICE = (
 UNTRAINED_NOTICE = (
     "UNTRAINED MODEL: the model that produced this report is untrained (random weights). "
     "The results are meaningless and must not be used for any clinical purpose."
+)
+
+#: The narrative line written when the model's manifest status is "research".
+RESEARCH_NOTICE = (
+    "RESEARCH USE: the model has not been validated on this site's studies (status research); "
+    "its results are for research use only."
 )
 
 #: The narrative line of a report made without site operating points.
@@ -278,13 +286,61 @@ def _tracking_identifier(index: int, series: SeriesAnalysis) -> str:
     return f"#{index} {series.task.title}{source}"
 
 
+def _task_validation(analysis: StudyAnalysis, series: SeriesAnalysis) -> TaskValidation | None:
+    """The site validation of this series' task, if the model was validated with exactly its prompts."""
+    record = analysis.model.validation
+    task = record.tasks.get(series.task.name) if record is not None else None
+    return task if task is not None and task.prompt_set_sha256 == series.task.prompt_set_sha256 else None
+
+
+def _validation_parameters(analysis: StudyAnalysis, series: SeriesAnalysis) -> tuple[str, ...]:
+    """The algorithm parameters that name the site validation behind status `validated` (none otherwise)."""
+    record, task = analysis.model.validation, _task_validation(analysis, series)
+    if record is None:
+        return ()
+    if task is None:
+        return (f"site validation {record.date}: task {series.task.name} with these prompts was not validated",)
+    return (f"site validation {record.date}: {task.cases} cases, validation report sha256 {record.report_sha256}",) + tuple(
+        f"site validation {name}: AUROC {figures.auroc:.3f} (95 % CI {figures.auroc_ci[0]:.3f} to {figures.auroc_ci[1]:.3f}), "
+        f"{figures.positives} positive and {figures.negatives} negative cases"
+        for name, figures in task.labels.items()
+    )
+
+
+def _validation_line(index: int, series: SeriesAnalysis, analysis: StudyAnalysis) -> str:
+    """The narrative line stating the site validation of one series' task (model status `validated`)."""
+    record, task = analysis.model.validation, _task_validation(analysis, series)
+    where = f"Series {_tracking_identifier(index, series)}"
+    if record is None:
+        return f"{where}: the model's manifest says validated but holds no site validation record; treat as research use."
+    if task is None:
+        return (f"{where}: task {series.task.name} with these prompts was not part of the site validation of "
+                f"{record.date}; research use only.")
+    figures = "; ".join(
+        f"{name}: AUROC {f.auroc:.2f} (95 % CI {f.auroc_ci[0]:.2f} to {f.auroc_ci[1]:.2f}, {f.positives} positive, "
+        f"{f.negatives} negative cases)"
+        for name, f in task.labels.items()
+    )
+    return (f"{where}: model validated at this site on {record.date} on {task.cases} labelled cases of task "
+            f"{series.task.name}: {figures}.")
+
+
+def _adapter_parameters(analysis: StudyAnalysis, series: SeriesAnalysis) -> tuple[str, ...]:
+    """The site adapter whose linear probe gave this series' probabilities (none: zero-shot prompts)."""
+    adapter = analysis.model.adapter
+    if adapter is None or series.task.name not in adapter.tasks:
+        return ()
+    return (f"site adapter {adapter.name} {adapter.version} sha256 {adapter.sha256}: linear probe on the frozen image "
+            f"embeddings, fitted {adapter.created} on training set sha256 {adapter.training_set_sha256}",)
+
+
 def _algorithm_parameters(analysis: StudyAnalysis, series: SeriesAnalysis, points: dict[str, OperatingPoint]) -> tuple[str, ...]:
     return (
         f"weights sha256 {analysis.model.sha256}",
         f"inference backend {analysis.backend}",
         f"zero-shot task {series.task.name}",
         f"model status {analysis.model.status}",
-    ) + tuple(
+    ) + _adapter_parameters(analysis, series) + _validation_parameters(analysis, series) + tuple(
         f"operating point {label.name}: threshold {stored_percent(point.threshold):.2f} %, {point.method}, "
         f"indeterminate within {stored_percent(point.band):.2f} % of it or below a top-1 margin of "
         f"{stored_percent(point.min_top1_margin):.2f} %"
@@ -305,6 +361,21 @@ def _decisions(series: SeriesAnalysis, probabilities: np.ndarray, points: dict[s
     ]
 
 
+def task_summaries(analysis: StudyAnalysis, site: SiteOperatingPoints | None) -> list[TaskSummary]:
+    """Per series, the task, top label, probabilities and decisions, as the audit trail records them."""
+    summaries = []
+    for series in analysis.series:
+        probabilities = np.clip(np.asarray(series.probabilities, float), 0, 1)
+        points = site.for_task(series.task.name) if site is not None else {}
+        summaries.append(TaskSummary(
+            task=series.task.name,
+            label=series.task.labels[int(np.argmax(probabilities))].name,
+            probabilities={label.name: round(float(p), 6) for label, p in zip(series.task.labels, probabilities)},
+            decisions={name: decision.value for name, decision, _, _ in _decisions(series, probabilities, points)},
+        ))
+    return summaries
+
+
 def _operating_points_line(index: int, series: SeriesAnalysis, points: dict[str, OperatingPoint], site: SiteOperatingPoints) -> str:
     """The narrative line saying what the site's operating points gave for one series, or that it has none."""
     where = f"Series {_tracking_identifier(index, series)}"
@@ -322,10 +393,14 @@ def _narrative(analysis: StudyAnalysis, extra_text: Sequence[str], site: SiteOpe
     lines = [AI_NOTICE]
     if model.untrained:
         lines.append(UNTRAINED_NOTICE)
+    if model.research:
+        lines.append(RESEARCH_NOTICE)
     lines.append(
         f"Model: {model.name} version {model.version}, weights SHA-256 {model.sha256}, "
         f"status {model.status}. Inference backend: {analysis.backend}."
     )
+    if model.status == "validated":
+        lines.extend(_validation_line(index, series, analysis) for index, series in enumerate(analysis.series, start=1))
     if site is None:
         lines.append(NO_OPERATING_POINTS_NOTICE)
     else:
