@@ -13,12 +13,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 from pydicom.uid import generate_uid
 
 from common.product import FINDINGS_CAPTURE_SERIES_DESCRIPTION, UNTRAINED_SUFFIX
 from operators.outputs.dicom_output import write_dataset_atomically
-from operators.dicom_input.dicom_read import read_dataset
+from operators.dicom_input.dicom_read import analysed_instance_header
 from operators.captures.findings_capture import render_findings_capture
 from operators.messages import ImageSource, StudyAnalysis
 from operators.outputs.output_identity import ReportIdentity, report_identity
@@ -34,15 +33,7 @@ FINDINGS_DERIVATION = (
 
 def _source_header(analysis: StudyAnalysis, source: ImageSource) -> Dataset:
     """The header of the analysed instance a capture was made from (read again, without pixels)."""
-    ref = analysis.study.ref
-    for series in analysis.series:
-        for instance in series.selection.series.instances:
-            if instance.sop_instance_uid == source.sop_instance_uid:
-                try:
-                    return read_dataset(instance.path, stop_before_pixels=True)
-                except (InvalidDicomError, OSError, EOFError, ValueError) as exc:
-                    raise CaptureBuildError(f"study {ref}: cannot read {instance.path} again: {exc}") from exc
-    raise CaptureBuildError(f"study {ref}: a specialist's capture was made from an image that is not one of the study's analysed instances")
+    return analysed_instance_header(analysis, source, CaptureBuildError, "a specialist's capture")
 
 
 def build_study_captures(

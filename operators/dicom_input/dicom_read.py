@@ -9,12 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import pydicom
 from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
 
 from operators.dicom_input.dicom_charset import repair_undeclared_utf8
+
+if TYPE_CHECKING:
+    from operators.messages import ImageSource, StudyAnalysis
 
 
 def read_dataset(
@@ -30,3 +34,23 @@ def read_dataset(
     dataset = pydicom.dcmread(source, stop_before_pixels=stop_before_pixels, specific_tags=specific_tags)
     repair_undeclared_utf8(dataset)
     return dataset
+
+
+def analysed_instance_header(
+    analysis: StudyAnalysis, source: ImageSource, error: type[Exception], made: str
+) -> Dataset:
+    """The header (no pixels) of the analysed instance `source` of the study, read again.
+
+    `made` says what was made from it ("a capture", "a segmentation"), for the message of `error`,
+    which is raised when the file cannot be read again or `source` is not an analysed instance.
+    """
+    ref = analysis.study.ref
+    for series in analysis.series:
+        for instance in series.selection.series.instances:
+            if instance.sop_instance_uid == source.sop_instance_uid:
+                try:
+                    return read_dataset(instance.path, stop_before_pixels=True)
+                except (InvalidDicomError, OSError, EOFError, ValueError) as exc:
+                    raise error(f"study {ref}: cannot read {instance.path} again: {exc}") from exc
+    raise error(f"study {ref}: {made} was made from an image that is not one of the study's analysed instances")
+

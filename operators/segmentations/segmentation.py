@@ -36,12 +36,11 @@ import highdicom as hd
 import numpy as np
 from highdicom.seg import Segmentation, SegmentAlgorithmTypeValues, SegmentDescription, segread
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 from pydicom.uid import generate_uid
 
 from common.product import UNTRAINED_SUFFIX
 from operators.captures.secondary_capture import AI_COMMENT, UNTRAINED_COMMENT, capture_content_flags, patient_orientation
-from operators.dicom_input.dicom_read import read_dataset
+from operators.dicom_input.dicom_read import analysed_instance_header
 from operators.messages import ImageSource, SpecialistSegmentation, StudyAnalysis
 from operators.outputs.dicom_output import write_dataset_atomically
 from operators.outputs.output_identity import ReportIdentity, report_identity
@@ -212,17 +211,7 @@ def build_segmentation(
 
 def _source_header(analysis: StudyAnalysis, source: ImageSource) -> Dataset:
     """The header of the analysed instance a label map was made from (read again, without pixels)."""
-    ref = analysis.study.ref
-    for series in analysis.series:
-        for instance in series.selection.series.instances:
-            if instance.sop_instance_uid == source.sop_instance_uid:
-                try:
-                    return read_dataset(instance.path, stop_before_pixels=True)
-                except (InvalidDicomError, OSError, EOFError, ValueError) as exc:
-                    raise SegmentationBuildError(f"study {ref}: cannot read {instance.path} again: {exc}") from exc
-    raise SegmentationBuildError(
-        f"study {ref}: a specialist's segmentation was made from an image that is not one of the study's analysed instances"
-    )
+    return analysed_instance_header(analysis, source, SegmentationBuildError, "a specialist's segmentation")
 
 
 def build_study_segmentations(
